@@ -1,0 +1,8 @@
+"""cnnlab: the convolutional networks of the lectures as working tools — build, analyse, train,
+evaluate, transfer and look inside them, on PyTorch."""
+
+from .errors import CnnlabError
+from .models import build_model, list_models, register_model
+
+__version__ = "0.1.0"
+__all__ = ["CnnlabError", "build_model", "list_models", "register_model", "__version__"]

@@ -1,0 +1,51 @@
+"""The `cnnlab` command: a thin argparse front over the Python API.
+
+Each sub-command lives in its own module here with `add_parser(subparsers)`; the module must stay light
+to import (heavy imports inside its run function) so that `cnnlab --help` and `cnnlab summary` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import CnnlabError
+
+# Sub-command modules, in the order `cnnlab --help` lists them.
+COMMAND_MODULES = ("train", "models", "summary", "data")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors, but on one line with the option named, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog="cnnlab", description="Convolutional neural networks as the lectures teach them: "
+                     "build, analyse, train, evaluate.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for mod_name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{mod_name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except CnnlabError as exc:
+        print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130

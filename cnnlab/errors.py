@@ -1,0 +1,19 @@
+"""User-facing errors: the CLI prints their message on one line and exits non-zero, no traceback."""
+
+
+class CnnlabError(Exception):
+    """An error caused by the user's input (a bad option, file or name), explained in one line."""
+
+    exit_code = 2
+
+
+class GeometryError(CnnlabError, ValueError):
+    """A layer's output size (W - F + 2P)/S + 1 falls below 1 or is otherwise impossible for the input."""
+
+
+class DataError(CnnlabError):
+    """A dataset file or folder is missing, corrupt or inconsistent."""
+
+
+class ConfigError(CnnlabError, ValueError):
+    """An option or a config-file value is invalid."""

@@ -1,0 +1,172 @@
+"""Shared building blocks of the zoo: activations by name, conv-norm-act blocks, stochastic depth,
+initialisation, and the lectures' geometry arithmetic (W - F + 2P)/S + 1 with explained errors."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, GeometryError
+
+# --- activations (the lectures' table) -------------------------------------------------------------
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "identity": nn.Identity,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
+    "prelu": nn.PReLU,
+    "elu": lambda: nn.ELU(inplace=True),
+    "softplus": nn.Softplus,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module from its name in the lectures' table (`relu`, `tanh`, ...)."""
+    key = name.lower().replace("-", "_")
+    if key not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[key]()
+
+
+# --- blocks ------------------------------------------------------------------------------------------
+
+BLOCK_ORDERS = ("conv-bn-act", "conv-act-bn", "conv-act")
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d followed by batch norm and an activation in a chosen order.
+
+    `order` is one of BLOCK_ORDERS: conv-bn-act (the ResNet/Inception-v2 convention), conv-act-bn
+    (BN after the non-linearity, as some practitioners prefer), or conv-act (no BN, the classic nets).
+    The conv has no bias when BN directly follows it (BN's shift makes it redundant).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int | None = None,
+                 groups: int = 1, dilation: int = 1, act: str = "relu", order: str = "conv-bn-act"):
+        if order not in BLOCK_ORDERS:
+            raise ConfigError(f"unknown block order {order!r}; known: {', '.join(BLOCK_ORDERS)}")
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        bias = order != "conv-bn-act"
+        layers: list[tuple[str, nn.Module]] = [
+            ("conv", nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, dilation=dilation, groups=groups,
+                               bias=bias))]
+        if order == "conv-bn-act":
+            layers += [("bn", nn.BatchNorm2d(out_ch)), ("act", make_activation(act))]
+        elif order == "conv-act-bn":
+            layers += [("act", make_activation(act)), ("bn", nn.BatchNorm2d(out_ch))]
+        else:
+            layers += [("act", make_activation(act))]
+        super().__init__(dict(layers))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, drop a whole residual branch for a sample with
+    probability `drop_prob`, scaling survivors by 1/(1-p) so eval (identity) needs no rescale."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ConfigError(f"stochastic-depth probability must be in [0, 1), got {drop_prob}")
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+# --- initialisation ------------------------------------------------------------------------------------
+
+def init_weights(model: nn.Module, scheme: str = "kaiming") -> None:
+    """Initialise conv/linear weights: `kaiming` (He et al. 2015, fan_out, for ReLU nets), `xavier`
+    (Glorot & Bengio 2010, for tanh/sigmoid nets) or `default` (PyTorch's). Biases 0, BN weight 1."""
+    if scheme == "default":
+        return
+    if scheme not in ("kaiming", "xavier"):
+        raise ConfigError(f"unknown init {scheme!r}; known: kaiming, xavier, default")
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+# --- geometry ----------------------------------------------------------------------------------------
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                     ceil_mode: bool = False, layer: str = "layer") -> int:
+    """Output size along one axis: floor((W - F_eff + 2P)/S) + 1 with F_eff = D(F-1)+1.
+
+    Raises GeometryError naming the layer and the formula when the result is below 1."""
+    f_eff = dilation * (kernel - 1) + 1
+    num = size - f_eff + 2 * padding
+    out = (-(-num // stride) if ceil_mode else num // stride) + 1
+    if num < 0 or out < 1:
+        raise GeometryError(
+            f"{layer}: kernel {kernel}, stride {stride}, padding {padding}"
+            + (f", dilation {dilation}" if dilation != 1 else "")
+            + f" on input size {size}: (W - F + 2P)/S + 1 = ({size} - {f_eff} + 2*{padding})/{stride} + 1"
+            f" = {num / stride + 1:.2f} < 1; the input is too small for this layer")
+    return out
+
+
+def module_output_shape(module: nn.Module, shape: tuple[int, int, int], name: str = "layer") -> tuple[int, int, int]:
+    """(C, H, W) after one conv/pool module, by the lectures' arithmetic; other modules keep the shape
+    (Flatten and Linear are not spatial and must not be passed here)."""
+    c, h, w = shape
+    if isinstance(module, nn.Conv2d):
+        k, s, p, d = (_pair(module.kernel_size), _pair(module.stride), _pair(module.padding),
+                      _pair(module.dilation))
+        if isinstance(module.padding, str):
+            raise GeometryError(f"{name}: string padding {module.padding!r} is not supported in geometry")
+        label = f"{name} ({type(module).__name__})"
+        return (module.out_channels,
+                conv_output_size(h, k[0], s[0], p[0], d[0], layer=label),
+                conv_output_size(w, k[1], s[1], p[1], d[1], layer=label))
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        k = _pair(module.kernel_size)
+        s = _pair(module.stride if module.stride is not None else module.kernel_size)
+        p = _pair(module.padding)
+        d = _pair(getattr(module, "dilation", 1))
+        label = f"{name} ({type(module).__name__})"
+        return (c,
+                conv_output_size(h, k[0], s[0], p[0], d[0], module.ceil_mode, layer=label),
+                conv_output_size(w, k[1], s[1], p[1], d[1], module.ceil_mode, layer=label))
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        oh, ow = _pair(module.output_size)
+        return (c, oh if oh is not None else h, ow if ow is not None else w)
+    if isinstance(module, nn.Sequential):
+        return sequential_output_shape(module.named_children(), shape, prefix=name + ".")
+    return shape
+
+
+def sequential_output_shape(named_modules: Iterable[tuple[str, nn.Module]] | nn.Sequential,
+                            shape: Sequence[int], prefix: str = "") -> tuple[int, int, int]:
+    """(C, H, W) after a sequential feature stack, checking every conv/pool's geometry before any
+    forward pass. Used to size fully connected heads from the real input size."""
+    if isinstance(named_modules, nn.Module):
+        named_modules = named_modules.named_children()
+    out = tuple(int(v) for v in shape)
+    for name, m in named_modules:
+        out = module_output_shape(m, out, name=prefix + name)
+    return out  # type: ignore[return-value]

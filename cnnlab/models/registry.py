@@ -1,0 +1,119 @@
+"""Model registry: `@register_model` on a builder, `build_model(name_or_notation, ...)`, `list_models()`.
+
+A builder is a function `name(num_classes=K, in_channels=C, input_size=(H, W), **options) -> nn.Module`;
+its defaults are the model's canonical configuration (the paper's input size and class count)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows of a model without building it."""
+
+    name: str
+    family: str
+    description: str
+    builder: Callable[..., nn.Module]
+    num_classes: int
+    in_channels: int
+    input_size: tuple[int, int]
+
+    @property
+    def canonical_input(self) -> tuple[int, int, int]:
+        return (self.in_channels, *self.input_size)
+
+    @property
+    def options(self) -> dict[str, object]:
+        """Builder options beyond num_classes/in_channels/input_size, with their defaults."""
+        sig = inspect.signature(self.builder)
+        return {k: p.default for k, p in sig.parameters.items()
+                if k not in ("num_classes", "in_channels", "input_size") and p.kind == p.KEYWORD_ONLY
+                or (k not in ("num_classes", "in_channels", "input_size")
+                    and p.kind == p.POSITIONAL_OR_KEYWORD)}
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(family: str, description: str) -> Callable:
+    """Register a builder under its function name; raises ValueError on a duplicate name."""
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].builder.__module__})")
+        sig = inspect.signature(fn)
+        for required in ("num_classes", "in_channels", "input_size"):
+            if required not in sig.parameters:
+                raise TypeError(f"builder {name} must take a {required!r} argument")
+        _REGISTRY[name] = ModelInfo(
+            name=name, family=family, description=description, builder=fn,
+            num_classes=sig.parameters["num_classes"].default,
+            in_channels=sig.parameters["in_channels"].default,
+            input_size=tuple(sig.parameters["input_size"].default))
+        return fn
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    # Importing the family modules runs their @register_model decorators.
+    from . import zoo  # noqa: F401
+
+
+def list_models(family: str | None = None) -> list[ModelInfo]:
+    """Every registered model (optionally one family), in registration order."""
+    _ensure_loaded()
+    return [m for m in _REGISTRY.values() if family is None or m.family == family]
+
+
+def model_info(name: str) -> ModelInfo:
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown model {name!r}{hint}; known: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def is_notation(spec: str) -> bool:
+    """A model spec written in the lectures' layer notation rather than a registered name."""
+    return any(ch in spec for ch in ">, ") or re.match(r"^(conv|fc|maxpool|avgpool)\d", spec) is not None
+
+
+def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
+                input_size: tuple[int, int] | int | None = None, **options) -> nn.Module:
+    """Build a model by registered name or from the lectures' notation (e.g. "conv5-6p2 > relu > fc10").
+
+    Unspecified num_classes / in_channels / input_size take the model's canonical values."""
+    _ensure_loaded()
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    if name not in _REGISTRY and is_notation(name):
+        from .notation import build_from_notation
+
+        return build_from_notation(name, num_classes=num_classes, in_channels=in_channels or 3,
+                                   input_size=input_size, **options)
+    info = model_info(name)
+    known = info.options
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise ConfigError(f"model {name!r} has no option {unknown[0]!r}; its options: "
+                          f"{', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}")
+    kwargs = dict(options)
+    kwargs["num_classes"] = info.num_classes if num_classes is None else int(num_classes)
+    kwargs["in_channels"] = info.in_channels if in_channels is None else int(in_channels)
+    kwargs["input_size"] = info.input_size if input_size is None else tuple(int(v) for v in input_size)
+    if kwargs["num_classes"] < 1 or kwargs["in_channels"] < 1:
+        raise ConfigError("num_classes and in_channels must be positive")
+    return info.builder(**kwargs)
