@@ -13,7 +13,7 @@ import sys
 from ..errors import CnnlabError
 
 # Sub-command modules, in the order `cnnlab --help` lists them.
-COMMAND_MODULES = ("train", "models", "summary", "data")
+COMMAND_MODULES = ("train", "lr_find", "models", "summary", "compare", "conv", "data")
 
 
 class _Parser(argparse.ArgumentParser):
