@@ -3,6 +3,7 @@ initialisation, and the lectures' geometry arithmetic (W - F + 2P)/S + 1 with ex
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -61,7 +62,7 @@ class ConvNormAct(nn.Sequential):
             layers += [("act", make_activation(act)), ("bn", nn.BatchNorm2d(out_ch))]
         else:
             layers += [("act", make_activation(act))]
-        super().__init__(dict(layers))
+        super().__init__(OrderedDict(layers))
 
 
 class DropPath(nn.Module):
