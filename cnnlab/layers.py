@@ -118,15 +118,23 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, 
                      ceil_mode: bool = False, layer: str = "layer") -> int:
     """Output size along one axis: floor((W - F_eff + 2P)/S) + 1 with F_eff = D(F-1)+1.
 
-    Raises GeometryError naming the layer and the formula when the result is below 1."""
+    With ceil_mode (pooling) the division rounds up, as PyTorch does, less one if the last window would
+    start beyond the input (so a window may overhang the far edge). Raises GeometryError naming the layer
+    and the formula when the result is below 1."""
     f_eff = dilation * (kernel - 1) + 1
     num = size - f_eff + 2 * padding
-    out = (-(-num // stride) if ceil_mode else num // stride) + 1
-    if num < 0 or out < 1:
+    if ceil_mode:
+        out = -(-num // stride) + 1
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+    else:
+        out = num // stride + 1 if num >= 0 else 0
+    if out < 1:
+        rounding = " rounded up" if ceil_mode else ""
         raise GeometryError(
             f"{layer}: kernel {kernel}, stride {stride}, padding {padding}"
             + (f", dilation {dilation}" if dilation != 1 else "")
-            + f" on input size {size}: (W - F + 2P)/S + 1 = ({size} - {f_eff} + 2*{padding})/{stride} + 1"
+            + f" on input size {size}: (W - F + 2P)/S + 1{rounding} = ({size} - {f_eff} + 2*{padding})/{stride} + 1"
             f" = {num / stride + 1:.2f} < 1; the input is too small for this layer")
     return out
 
@@ -171,3 +179,35 @@ def sequential_output_shape(named_modules: Iterable[tuple[str, nn.Module]] | nn.
     for name, m in named_modules:
         out = module_output_shape(m, out, name=prefix + name)
     return out  # type: ignore[return-value]
+
+
+# --- classic-net helpers (LeNet/AlexNet/VGG and the notation) ------------------------------------------
+
+# Activations for which He (kaiming) init is the right variance argument; the others get Xavier.
+_RELU_LIKE = ("relu", "leaky_relu", "prelu", "elu", "softplus")
+
+
+def resolve_init(scheme: str, act: str) -> str:
+    """`auto` -> `kaiming` for ReLU-like activations (He et al. 2015 derive it for ReLU), else `xavier`
+    (Glorot & Bengio 2010 derive it for symmetric saturating units: tanh, sigmoid, identity)."""
+    if scheme != "auto":
+        return scheme
+    return "kaiming" if act.lower().replace("-", "_") in _RELU_LIKE else "xavier"
+
+
+def make_lrn() -> nn.LocalResponseNorm:
+    """Local response normalisation with AlexNet's constants (n=5, k=2, alpha=1e-4, beta=0.75).
+
+    PyTorch divides alpha by n inside the sum while Krizhevsky et al. (2012) do not, so the paper's
+    alpha=1e-4 is passed as n * 1e-4 = 5e-4. VGG's A-LRN uses the same settings."""
+    return nn.LocalResponseNorm(size=5, alpha=5e-4, beta=0.75, k=2.0)
+
+
+def checked_output_shape(features: nn.Sequential, shape: Sequence[int], model: str,
+                         prefix: str = "features.") -> tuple[int, int, int]:
+    """`sequential_output_shape` for a model's trunk, its GeometryError prefixed with the model and the
+    input it was built for (the per-layer message only knows that layer's own input size)."""
+    try:
+        return sequential_output_shape(features, shape, prefix=prefix)
+    except GeometryError as exc:
+        raise GeometryError(f"{model} for {'x'.join(map(str, shape))} inputs: {exc}") from None

@@ -108,3 +108,18 @@ def test_cli_version_and_help():
     assert out.returncode == 0 and "train" in out.stdout and "summary" in out.stdout
     out = subprocess.run([sys.executable, "-m", "cnnlab", "--version"], capture_output=True, text=True)
     assert out.stdout.strip() == f"cnnlab {cnnlab.__version__}"
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 0), (3, 2, 1), (2, 2, 0), (5, 3, 2)])
+def test_ceil_mode_pool_size_agrees_with_pytorch(kernel, stride, padding):
+    pool = nn.MaxPool2d(kernel, stride, padding, ceil_mode=True)
+    for size in range(1, 40):
+        try:
+            torch_out = pool(torch.zeros(1, 1, size, size)).shape[-1]
+        except RuntimeError:
+            torch_out = None
+        try:
+            ours = conv_output_size(size, kernel, stride, padding, ceil_mode=True)
+        except GeometryError:
+            ours = None
+        assert ours == torch_out, size
