@@ -1,12 +1,48 @@
-"""`cnnlab models` (placeholder parser until the command lands; it refuses to run)."""
+"""`cnnlab models`: list the zoo — name, family, canonical input, parameter count, description."""
 
-from ..errors import CnnlabError
+from __future__ import annotations
+
+from ..errors import ConfigError
 
 
 def add_parser(sub):
-    p = sub.add_parser("models", help="(not yet available)")
+    p = sub.add_parser("models", help="list the model zoo (name, family, parameters, description)",
+                       description="List every registered model with its parameter count at its canonical "
+                                   "input. Any name listed, or a network written in the lectures' notation "
+                                   "(e.g. \"conv5-6p2 > relu > maxpool2 > fc100 > relu > fc10\"), is "
+                                   "accepted wherever a model is.")
+    p.add_argument("--family", help="only this family (e.g. lenet, alexnet, vgg)")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     p.set_defaults(func=_run)
 
 
-def _run(args):
-    raise CnnlabError("this command is not implemented yet")
+def _run(args) -> int:
+    import json
+
+    from ..models.registry import list_models
+
+    everything = list_models()
+    families = list(dict.fromkeys(m.family for m in everything))
+    if args.family is not None and args.family not in families:
+        raise ConfigError(f"unknown family {args.family!r}; known: {', '.join(families)}")
+    rows = [{"name": m.name, "family": m.family, "input": list(m.canonical_input),
+             "num_classes": m.num_classes, "params": m.num_params(), "description": m.description}
+            for m in everything if args.family is None or m.family == args.family]
+
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cnnlab models ({len(rows)})")
+    table.add_column("name", no_wrap=True, style="bold")
+    table.add_column("family", no_wrap=True)
+    table.add_column("input", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("description")
+    for r in rows:
+        table.add_row(r["name"], r["family"], "x".join(map(str, r["input"])), f"{r['params']:,}", r["description"])
+    Console().print(table)
+    return 0

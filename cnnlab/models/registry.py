@@ -32,6 +32,19 @@ class ModelInfo:
     def canonical_input(self) -> tuple[int, int, int]:
         return (self.in_channels, *self.input_size)
 
+    def num_params(self) -> int:
+        """Parameter count at the canonical input, built on PyTorch's meta device (no memory, no init
+        cost: VGG's 138M parameters count in milliseconds); falls back to a real build if a builder
+        needs real tensors."""
+        import torch
+
+        try:
+            with torch.device("meta"):
+                model = self.builder()
+        except Exception:  # noqa: BLE001 - a builder that computes with real data; a real error re-raises below
+            model = self.builder()
+        return sum(p.numel() for p in model.parameters())
+
     @property
     def options(self) -> dict[str, object]:
         """Builder options beyond num_classes/in_channels/input_size, with their defaults."""
@@ -88,7 +101,8 @@ def model_info(name: str) -> ModelInfo:
 
 def is_notation(spec: str) -> bool:
     """A model spec written in the lectures' layer notation rather than a registered name."""
-    return any(ch in spec for ch in ">, ") or re.match(r"^(conv|fc|maxpool|avgpool)\d", spec) is not None
+    return (any(ch in spec for ch in ">,\n ")
+            or re.match(r"^\s*((conv|fc|dropout)-?\d|(max|avg)pool)", spec, re.IGNORECASE) is not None)
 
 
 def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None,

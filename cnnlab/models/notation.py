@@ -1,0 +1,263 @@
+"""The lectures' layer notation as a way to write a network, e.g. the LeNet300-to-conv progression
+`conv5-6p2 > relu > maxpool2 > conv5-16p2 > relu > maxpool2 > fc100 > relu > fc10`, or the VGG paper's
+table `conv3-64, conv3-64, maxpool, ..., FC-4096, FC-4096, FC-1000, soft-max`.
+
+Grammar (case-insensitive; tokens separated by `>`, `,` or new lines; whitespace ignored):
+
+    conv<k>-<n>[s<s>][p<p>|psame]   k x k convolution with n filters, stride s (default 1), padding p;
+                                    without p the padding is "same" (k // 2, odd k only), as the VGG
+                                    table assumes; write p0 for a "valid" convolution (LeNet-5's C1).
+    maxpool[<k>][s<s>][p<p>]        max pooling, k default 2, stride default k (the VGG table's maxpool)
+    avgpool[<k>][s<s>][p<p>]        average pooling, same defaults
+    gap | gmp                       global average / max pooling (to C x 1 x 1)
+    fc<n> | fc-<n>                  fully connected layer with n units
+    bn                              batch norm (2-D on feature maps, 1-D after an fc)
+    dropout[<p>]                    dropout, p default 0.5 (dropout0.3, dropout.3)
+    lrn                             AlexNet's local response normalisation
+    flatten                         explicit flatten (otherwise inserted before the first fc)
+    identity, sigmoid, tanh, relu, leaky_relu, prelu, elu, softplus   activations (the lectures' table)
+    softmax | soft-max              accepted only as the last token and dropped: models output logits
+
+The model's `features` are the layers before the first fc (or flatten), its `classifier` the rest,
+starting with a Flatten. If the last layer (ignoring softmax) is not an fc, Flatten + fc(num_classes)
+is appended. If it is an fc, it is the classifier: an explicitly given num_classes overrides its width
+(as `reset_classifier` would), otherwise num_classes is its width. Without either, num_classes is 10.
+The geometry (W - F + 2P)/S + 1 of every conv/pool is checked while building, before any forward.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, GeometryError
+from ..layers import ACTIVATIONS, init_weights, make_activation, make_lrn, module_output_shape, resolve_init
+from .base import ConvNet
+
+DEFAULT_INPUT_SIZE = (32, 32)
+DEFAULT_NUM_CLASSES = 10
+# ">" or "," or a line break; a ">"/"," at either end of a line break counts with it as one.
+_SEP = re.compile(r"[>,]?[ \t]*\n\s*[>,]?|[>,]")
+_CONV = re.compile(r"conv(\d+)-(\d+)(.*)")
+_POOL = re.compile(r"(max|avg)pool(\d*)(.*)")
+_FC = re.compile(r"fc-?(\d+)")
+_DROPOUT = re.compile(r"dropout-?(\d*\.?\d*)")
+_SUFFIX = re.compile(r"([sp])(\d+|same)")
+_EXPECTED = ("expected conv<k>-<n>[s<s>][p<p>], maxpool[<k>][s<s>], avgpool[<k>][s<s>], gap, gmp, fc<n>, "
+             "bn, dropout[<p>], lrn, flatten, softmax or an activation (" + ", ".join(ACTIVATIONS) + ")")
+
+
+class NotationError(ConfigError):
+    """A malformed notation string, reported with the bad token and its 1-based position."""
+
+
+@dataclass(frozen=True)
+class Token:
+    """One parsed layer: its kind (conv, pool, gap, fc, bn, dropout, lrn, flatten, act, softmax)."""
+
+    kind: str
+    text: str
+    pos: int
+    args: tuple = ()
+
+
+def _bad(text: str, pos: int, why: str) -> NotationError:
+    return NotationError(f"notation: bad token {text!r} at position {pos}: {why}")
+
+
+def _suffixes(rest: str, text: str, pos: int, allowed: str, head: str) -> dict[str, str]:
+    """Parse `s2p1`-style suffixes; `allowed` lists the letters this layer takes."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        m = _SUFFIX.match(rest, i)
+        if not m or m.group(1) not in allowed:
+            opts = " and ".join({"s": "s<stride>", "p": "p<padding>"}[c] for c in allowed)
+            raise _bad(text, pos, f"after {head!r} only {opts} may follow, got {rest[i:]!r}")
+        letter, value = m.groups()
+        if letter in out:
+            raise _bad(text, pos, f"{letter!r} given twice")
+        if value == "same" and letter != "p":
+            raise _bad(text, pos, "only padding may be 'same'")
+        out[letter] = value
+        i = m.end()
+    return out
+
+
+def parse(spec: str) -> list[Token]:
+    """Tokenise and validate a notation string, without building anything."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise NotationError("notation: empty network description")
+    parts = _SEP.split(spec.strip())
+    tokens: list[Token] = []
+    for pos, raw in enumerate(parts, start=1):
+        text = raw.strip()
+        t = re.sub(r"\s+", "", text).lower().replace("'", "").replace('"', "")
+        if not t:
+            raise _bad(text, pos, "empty token (two separators in a row or a trailing separator)")
+        if m := _CONV.fullmatch(t):
+            k, n, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+            sfx = _suffixes(rest, text, pos, "sp", f"conv{k}-{n}")
+            if k < 1 or n < 1:
+                raise _bad(text, pos, "kernel size and filter count must be at least 1")
+            stride = int(sfx.get("s", 1))
+            pad = sfx.get("p", "same")
+            if pad == "same":
+                if k % 2 == 0:
+                    raise _bad(text, pos, f"an even kernel ({k}) has no symmetric 'same' padding; give p<padding>")
+                pad = k // 2
+            tokens.append(Token("conv", text, pos, (k, n, stride, int(pad))))
+        elif m := _POOL.fullmatch(t):
+            kind, k = m.group(1), int(m.group(2) or 2)
+            sfx = _suffixes(m.group(3), text, pos, "sp", f"{kind}pool{m.group(2)}")
+            if sfx.get("p") == "same":
+                raise _bad(text, pos, "pooling padding must be a number")
+            tokens.append(Token("pool", text, pos, (kind, k, int(sfx.get("s", k)), int(sfx.get("p", 0)))))
+        elif t in ("gap", "gmp"):
+            tokens.append(Token("gap", text, pos, (t,)))
+        elif m := _FC.fullmatch(t):
+            if int(m.group(1)) < 1:
+                raise _bad(text, pos, "an fc layer needs at least 1 unit")
+            tokens.append(Token("fc", text, pos, (int(m.group(1)),)))
+        elif m := _DROPOUT.fullmatch(t):
+            p = float(m.group(1)) if m.group(1) not in ("", ".") else 0.5
+            if not 0.0 <= p < 1.0:
+                raise _bad(text, pos, f"dropout probability must be in [0, 1), got {m.group(1)}")
+            tokens.append(Token("dropout", text, pos, (p,)))
+        elif t in ("bn", "batchnorm", "lrn", "flatten"):
+            tokens.append(Token({"batchnorm": "bn"}.get(t, t), text, pos))
+        elif t in ("softmax", "soft-max"):
+            if pos != len(parts):
+                raise _bad(text, pos, "softmax may only be the last token (models output logits)")
+            tokens.append(Token("softmax", text, pos))
+        elif t.replace("-", "_") in ACTIVATIONS:
+            tokens.append(Token("act", text, pos, (t.replace("-", "_"),)))
+        else:
+            raise _bad(text, pos, _EXPECTED)
+    return tokens
+
+
+class NotationNet(ConvNet):
+    """A network written in the lectures' notation: `features` (spatial layers) and `classifier`
+    (Flatten, then the fc part); `spec` keeps the normalised description."""
+
+    def __init__(self, spec: str, features: nn.Sequential, classifier: nn.Sequential, num_classes: int,
+                 in_channels: int, input_size: tuple[int, int]):
+        super().__init__()
+        self.num_classes, self.in_channels, self.input_size = num_classes, in_channels, tuple(input_size)
+        self.spec = spec
+        self.features = features
+        self.classifier = classifier
+        self.classifier_name = f"classifier.{len(classifier) - 1}"
+        ends = [f"features.{i}" for i, m in enumerate(features)
+                if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+        if len(features) and f"features.{len(features) - 1}" not in ends:
+            ends.append(f"features.{len(features) - 1}")
+        self.stage_names = tuple(ends)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec!r}"
+
+
+def _spatial(tok: Token, shape: tuple[int, int, int], index: int) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The module for a feature-map layer and its output shape, geometry checked."""
+    c = shape[0]
+    if tok.kind == "conv":
+        k, n, s, p = tok.args
+        module: nn.Module = nn.Conv2d(c, n, k, stride=s, padding=p)
+    elif tok.kind == "pool":
+        kind, k, s, p = tok.args
+        if 2 * p > k:
+            raise _bad(tok.text, tok.pos, f"pooling padding {p} is more than half the kernel {k}")
+        module = nn.MaxPool2d(k, s, p) if kind == "max" else nn.AvgPool2d(k, s, p)
+    elif tok.kind == "gap":
+        module = nn.AdaptiveAvgPool2d(1) if tok.args[0] == "gap" else nn.AdaptiveMaxPool2d(1)
+    elif tok.kind == "bn":
+        module = nn.BatchNorm2d(c)
+    elif tok.kind == "lrn":
+        module = make_lrn()
+    elif tok.kind == "dropout":
+        module = nn.Dropout(tok.args[0])
+    else:  # act
+        module = make_activation(tok.args[0])
+    name = f"{tok.text!r} at position {tok.pos} (features.{index})"
+    return module, module_output_shape(module, shape, name=name)
+
+
+def build_from_notation(spec: str, num_classes: int | None = None, in_channels: int = 3,
+                        input_size: tuple[int, int] | int | None = None, init: str = "auto",
+                        **options) -> NotationNet:
+    """Build a `NotationNet` from a notation string for C x H x W inputs (default 3 x 32 x 32).
+
+    `init`: kaiming, xavier, default (PyTorch's) or auto (kaiming if the first activation is
+    ReLU-like, else xavier)."""
+    if options:
+        raise ConfigError(f"a notation model has no option {next(iter(options))!r}; its options: init='auto'")
+    tokens = parse(spec)
+    if input_size is None:
+        input_size = DEFAULT_INPUT_SIZE
+    elif isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    input_size = (int(input_size[0]), int(input_size[1]))
+    if in_channels < 1 or min(input_size) < 1 or (num_classes is not None and num_classes < 1):
+        raise ConfigError("in_channels, input_size and num_classes must be positive")
+    body = [t for t in tokens if t.kind != "softmax"]
+    if not body:
+        raise NotationError("notation: the network has no layers besides softmax")
+
+    features: list[nn.Module] = []
+    classifier: list[nn.Module] = []
+    shape: tuple[int, int, int] = (in_channels, *input_size)
+    width: int | None = None  # set once flattened
+    for tok in body:
+        if width is None and tok.kind in ("fc", "flatten"):
+            classifier.append(nn.Flatten())
+            width = shape[0] * shape[1] * shape[2]
+            if tok.kind == "flatten":
+                continue
+        if width is None:
+            try:
+                module, shape = _spatial(tok, shape, len(features))
+            except GeometryError as exc:
+                size = f"{in_channels}x{input_size[0]}x{input_size[1]}"
+                raise GeometryError(f"notation for {size} inputs: {exc}") from None
+            features.append(module)
+        elif tok.kind in ("conv", "pool", "gap", "lrn", "flatten"):
+            raise _bad(tok.text, tok.pos, f"a {tok.kind} layer cannot follow the flatten/fc part of the network")
+        elif tok.kind == "fc":
+            classifier.append(nn.Linear(width, tok.args[0]))
+            width = tok.args[0]
+        elif tok.kind == "bn":
+            classifier.append(nn.BatchNorm1d(width))
+        elif tok.kind == "dropout":
+            classifier.append(nn.Dropout(tok.args[0]))
+        else:
+            classifier.append(make_activation(tok.args[0]))
+
+    if body[-1].kind == "fc":
+        # The final fc is the classifier; an explicit class count overrides its width.
+        if num_classes is not None and num_classes != classifier[-1].out_features:
+            classifier[-1] = nn.Linear(classifier[-1].in_features, num_classes)
+        num_classes = classifier[-1].out_features
+    else:
+        num_classes = DEFAULT_NUM_CLASSES if num_classes is None else num_classes
+        if width is None:
+            classifier.append(nn.Flatten())
+            width = shape[0] * shape[1] * shape[2]
+        classifier.append(nn.Linear(width, num_classes))
+
+    canonical = " > ".join(t.text for t in tokens)
+    model = NotationNet(canonical, nn.Sequential(*features), nn.Sequential(*classifier), int(num_classes),
+                        in_channels, input_size)
+    first_act = next((t.args[0] for t in body if t.kind == "act"), "identity")
+    init_weights(model, resolve_init(init, first_act))
+    return model

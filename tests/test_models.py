@@ -1,0 +1,250 @@
+"""The model zoo: every registered model's parameter count at its canonical input, output shapes at the
+canonical and a small input, the lectures' per-layer AlexNet counts, torchvision-compatible VGG state
+dicts, geometry errors before any forward, the ConvNet interface and `cnnlab models`."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.errors import ConfigError, GeometryError
+from cnnlab.layers import resolve_init
+from cnnlab.models import list_models, model_info
+
+# Parameter count of every registered model at its canonical input (registry defaults).
+EXPECTED_PARAMS = {
+    # LeNet300 (fully connected, 28x28): 784*10+10; +784*300+300 ...; the LeNet-300-100 of the papers.
+    "lenet300_linear": 7_850,
+    "lenet300": 238_510,
+    "lenet300_100": 266_610,
+    # LeNet-1 with a fully connected C3 (the 1989 net's sparse C3 had ~2,600), LeNet-5 common form.
+    "lenet1": 3_246,
+    "lenet5": 61_706,
+    # AlexNet, single tower as the lectures' table counts it.
+    "alexnet": 62_378_344,
+    # VGG, torchvision's counts; C and A-LRN computed (A-LRN = A: LRN has no parameters;
+    # C = D - 3 * (3x3 - 1x1) = 138,357,544 - (524,288 + 2 * 2,097,152)).
+    "vgg11": 132_863_336,
+    "vgg11_lrn": 132_863_336,
+    "vgg13": 133_047_848,
+    "vgg16_c": 133_638_952,
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+    "vgg11_bn": 132_868_840,
+    "vgg13_bn": 133_053_736,
+    "vgg16_c_bn": 133_647_400,
+    "vgg16_bn": 138_365_992,
+    "vgg19_bn": 143_678_248,
+    # GoogLeNet, ResNet: torchvision's counts (googlenet without aux heads; 13,004,888 with them).
+    "googlenet": 6_624_904,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    # Plain nets (ResNet paper, Fig. 4): ResNet minus its 3 projection shortcuts (173,824 params).
+    "plain18": 11_515_688,
+    "plain34": 21_623_848,
+    # MobileNet v1 at width 1.0 (the paper's 4.2M; Keras's trainable count).
+    "mobilenet_v1": 4_231_976,
+}
+
+# The lectures' AlexNet table (003): conv1..conv5, fc6..fc8.
+ALEXNET_LAYERS = [34_944, 614_656, 885_120, 1_327_488, 884_992, 37_752_832, 16_781_312, 4_097_000]
+
+MINE = ("lenet", "alexnet", "vgg")
+NAMES = [m.name for m in list_models()]
+BIG = 20_000_000  # above this, canonical-size forwards run on the meta device (shapes only)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Two cores shared by several test runs: one intra-op thread is ~10x faster than two contending."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _build(name: str, device: str = "cpu", **kw) -> nn.Module:
+    with torch.device(device):
+        return cnnlab.build_model(name, **kw).eval()
+
+
+def _small_size(name: str) -> int | None:
+    """The smallest of a few sizes the architecture accepts (geometry is checked at build)."""
+    for size in (32, 64, 67, 96, 128):
+        try:
+            _build(name, "meta", input_size=size)
+            return size
+        except GeometryError:
+            continue
+    return None
+
+
+def test_every_registered_model_has_an_expected_count():
+    missing = [n for n in NAMES if n not in EXPECTED_PARAMS]
+    assert not missing, f"add EXPECTED_PARAMS entries for {missing}"
+    assert not [n for n in EXPECTED_PARAMS if n not in NAMES], "EXPECTED_PARAMS names an unregistered model"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count_at_canonical_input(name):
+    assert model_info(name).num_params() == EXPECTED_PARAMS[name]
+    if EXPECTED_PARAMS[name] < BIG:  # the meta-device count equals a real build's
+        assert _count(cnnlab.build_model(name)) == EXPECTED_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_shape_at_canonical_input(name):
+    info = model_info(name)
+    device = "meta" if EXPECTED_PARAMS.get(name, BIG) >= BIG else "cpu"
+    model = _build(name, device)
+    with torch.no_grad():
+        out = model(torch.zeros(1, *info.canonical_input, device=device))
+    assert tuple(out.shape) == (1, info.num_classes)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_shape_at_small_input(name):
+    size = _small_size(name)
+    if size is None:
+        pytest.skip(f"{name} needs inputs above 128x128")
+    info = model_info(name)
+    model = _build(name, input_size=size, num_classes=7)
+    with torch.no_grad():
+        out = model(torch.zeros(2, info.in_channels, size, size))
+    assert tuple(out.shape) == (2, 7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["alexnet", "vgg16"])
+def test_real_forward_at_canonical_input(name):
+    info = model_info(name)
+    model = _build(name)
+    with torch.no_grad():
+        out = model(torch.randn(1, *info.canonical_input))
+    assert out.shape == (1, info.num_classes) and torch.isfinite(out).all()
+
+
+def test_alexnet_matches_the_lectures_per_layer_table():
+    model = _build("alexnet", "meta")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert [_count(m) for m in layers] == ALEXNET_LAYERS
+    assert sum(ALEXNET_LAYERS[:5]) == 3_747_200 and sum(ALEXNET_LAYERS[5:]) == 58_631_144
+    assert layers[5].in_features == 256 * 6 * 6   # conv5's 6x6x256 output, flattened
+    lrn = _build("alexnet", "meta", lrn=True)
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in lrn.modules()) == 2
+    assert _count(lrn) == 62_378_344
+
+
+def test_alexnet_dropout_precedes_the_first_two_fc_layers():
+    cls = _build("alexnet", "meta").classifier
+    assert [type(m).__name__ for m in cls] == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear"]
+
+
+def test_lenet_options_act_pool_order_init():
+    net = _build("lenet5", act="relu", pool="max", order="conv-pool-act")
+    kinds = [type(m).__name__ for m in net.features]
+    assert kinds[:3] == ["Conv2d", "MaxPool2d", "ReLU"] and _count(net) == 61_706
+    assert resolve_init("auto", "relu") == "kaiming" and resolve_init("auto", "tanh") == "xavier"
+    with pytest.raises(ConfigError, match="unknown pooling 'median'"):
+        cnnlab.build_model("lenet5", pool="median")
+    with pytest.raises(ConfigError, match="unknown init 'he'"):
+        cnnlab.build_model("lenet5", init="he")
+
+
+def test_lenet5_geometry_error_before_forward():
+    with pytest.raises(GeometryError) as exc:
+        cnnlab.build_model("lenet5", input_size=(8, 8))
+    msg = str(exc.value)
+    assert msg.startswith("LeNet-5 for 1x8x8 inputs: features.3 (Conv2d)")
+    assert "kernel 5, stride 1, padding 0 on input size 2" in msg
+    assert "(W - F + 2P)/S + 1 = (2 - 5 + 2*0)/1 + 1" in msg and "\n" not in msg
+
+
+def test_vgg_geometry_error_names_the_pool():
+    with pytest.raises(GeometryError, match=r"VGG config D for 3x16x16 inputs: features\.30 \(MaxPool2d\)"):
+        cnnlab.build_model("vgg16", input_size=16)
+
+
+# torchvision's VGG-16 conv indices in `features` (cfg D), without and with batch norm.
+TV_VGG16 = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+TV_VGG16_BN = [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
+
+
+def test_vgg_state_dict_names_and_shapes_match_torchvision():
+    sd = _build("vgg16", "meta").state_dict()
+    expected = [f"features.{i}.{p}" for i in TV_VGG16 for p in ("weight", "bias")]
+    expected += [f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")]
+    assert list(sd) == expected
+    assert sd["features.0.weight"].shape == (64, 3, 3, 3) and sd["classifier.0.weight"].shape == (4096, 25088)
+    bn = _build("vgg16_bn", "meta").state_dict()
+    convs = sorted({int(k.split(".")[1]) for k in bn if k.endswith("weight") and bn[k].ndim == 4})
+    assert convs == TV_VGG16_BN and "features.1.running_mean" in bn and "features.1.num_batches_tracked" in bn
+    assert list(_build("vgg16_c", "meta").state_dict()["features.14.weight"].shape) == [256, 256, 1, 1]
+
+
+def test_vgg_head_is_sized_from_geometry():
+    net = _build("vgg16", input_size=(32, 32), num_classes=10)
+    assert isinstance(net.avgpool, nn.Identity) and net.classifier[0].in_features == 512
+    with torch.no_grad():
+        assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    adaptive = _build("vgg16", "meta", input_size=(32, 32), adaptive_pool=True)
+    assert adaptive.classifier[0].in_features == 512 * 7 * 7   # torchvision's behaviour, on request
+
+
+def test_vgg_block_order_and_lrn():
+    net = _build("vgg11_bn", "meta", order="conv-act-bn")
+    assert [type(m).__name__ for m in net.features[:3]] == ["Conv2d", "ReLU", "BatchNorm2d"]
+    assert _count(net) == EXPECTED_PARAMS["vgg11_bn"]
+    lrn = _build("vgg11_lrn", "meta")
+    assert isinstance(lrn.features[2], nn.LocalResponseNorm) and isinstance(lrn.features[3], nn.MaxPool2d)
+
+
+@pytest.mark.parametrize("name,size,pre", [("lenet300_linear", 28, 784), ("lenet300_100", 28, 100),
+                                           ("lenet1", 28, 192), ("lenet5", 32, 84), ("alexnet", 67, 4096),
+                                           ("vgg11_bn", 32, 4096)])
+def test_pre_logits_reset_classifier_and_stages(name, size, pre):
+    net = _build(name, input_size=size)
+    x = torch.zeros(2, net.in_channels, size, size)
+    with torch.no_grad():
+        assert net.forward_head(net.forward_features(x), pre_logits=True).shape == (2, pre)
+        net.reset_classifier(5)
+        assert net(x).shape == (2, 5) and net.num_classes == 5
+    assert net.get_classifier().out_features == 5
+    for stage, module in net.stages():
+        assert isinstance(module, nn.Module), stage
+
+
+def test_unknown_model_name_is_one_line():
+    with pytest.raises(ConfigError, match=r"unknown model 'vgg17' \(did you mean [^)]*vgg16") as exc:
+        cnnlab.build_model("vgg17")
+    assert "\n" not in str(exc.value)
+
+
+def test_cli_models_table(capsys):
+    assert main(["models", "--family", "vgg"]) == 0
+    out = capsys.readouterr().out
+    assert "vgg16_c_bn" in out and "138,357,544" in out and "lenet5" not in out
+
+
+def test_cli_models_json(capsys):
+    assert main(["models", "--format", "json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, count in EXPECTED_PARAMS.items():
+        assert rows[name]["params"] == count
+    assert rows["alexnet"]["input"] == [3, 227, 227] and rows["lenet5"]["family"] == "lenet"
+
+
+def test_cli_models_unknown_family(capsys):
+    assert main(["models", "--family", "transformers"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown family 'transformers'" in err and "vgg" in err
