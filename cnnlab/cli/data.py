@@ -1,12 +1,69 @@
-"""`cnnlab data` (placeholder parser until the command lands; it refuses to run)."""
+"""`cnnlab data show DATA`: print the dataset card and write a PNG of samples with/without augmentation;
+`cnnlab data fetch NAME`: download a named dataset into the cache."""
 
-from ..errors import CnnlabError
+from __future__ import annotations
+
+
+def add_data_options(p) -> None:
+    """The dataset options shared by data commands (and reusable by train/evaluate)."""
+    p.add_argument("data", help="digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, an image folder "
+                   "or a .npz file")
+    p.add_argument("--data-dir", help="folder already holding the dataset's files (used as is)")
+    p.add_argument("--offline", action="store_true", help="never use the network")
+    p.add_argument("--image-size", type=int, help="resize to this square size")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="convert to grey (1) or RGB (3)")
+    p.add_argument("--resize", choices=("shorter-crop", "squash"), default="shorter-crop",
+                   help="image-folder resize policy (default: shorter side + centre crop)")
+    p.add_argument("--limit-per-class", type=int, help="keep at most N samples per class (quick runs)")
+    p.add_argument("--seed", type=int, default=0, help="split / augmentation seed")
 
 
 def add_parser(sub):
-    p = sub.add_parser("data", help="(not yet available)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("data", help="inspect and fetch datasets")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
+    show = dsub.add_parser("show", help="print the dataset card and write a sample grid PNG")
+    add_data_options(show)
+    show.add_argument("--augment", default="flip,crop:4",
+                      help="augmentation spec, e.g. flip,crop:4,jitter:0.2@0.5 (default: %(default)s)")
+    show.add_argument("--out", default="samples.png", help="PNG path (default: %(default)s)")
+    show.add_argument("--samples", type=int, default=16, help="number of samples in the grid")
+    show.set_defaults(func=_show)
+    fetch = dsub.add_parser("fetch", help="download a named dataset into the cache ($CNNLAB_HOME)")
+    fetch.add_argument("data", help="mnist, fashion-mnist, kmnist, cifar10 or cifar100")
+    fetch.set_defaults(func=_fetch)
+    p.set_defaults(func=lambda args: p.print_help() or 0)
 
 
-def _run(args):
-    raise CnnlabError("this command is not implemented yet")
+def load_from_args(args):
+    from ..data import load_dataset
+
+    return load_dataset(args.data, image_size=args.image_size, channels=args.channels, seed=args.seed,
+                        data_dir=args.data_dir, offline=args.offline, limit_per_class=args.limit_per_class,
+                        resize=args.resize)
+
+
+def _show(args) -> int:
+    from ..data.augment import build_augmentation, parse_spec
+    from ..data.show import dataset_card, sample_grid
+    from ..errors import ConfigError
+
+    parse_spec(args.augment)  # bad tokens fail before any slow load
+    if args.samples < 1:
+        raise ConfigError("--samples must be >= 1")
+    ds = load_from_args(args)
+    augment = build_augmentation(args.augment, ds)
+    print(dataset_card(ds, getattr(augment, "spec", None)))
+    out = sample_grid(ds, augment, args.out, n=args.samples, seed=args.seed)
+    print(f"samples      {out}")
+    return 0
+
+
+def _fetch(args) -> int:
+    from ..data import load_dataset
+    from ..errors import ConfigError
+
+    if args.data not in ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100"):
+        raise ConfigError(f"fetch knows mnist, fashion-mnist, kmnist, cifar10, cifar100; not {args.data!r}")
+    ds = load_dataset(args.data)
+    print(f"{ds.name}: {', '.join(ds.info.get('paths', []))}")
+    return 0

@@ -22,3 +22,15 @@ def stratified_split(labels: torch.Tensor, fractions: tuple[float, ...], seed: i
         for i in range(len(fractions)):
             parts[i].append(idx[cuts[i]:cuts[i + 1]])
     return [torch.sort(torch.cat(p)).values if p else torch.empty(0, dtype=torch.long) for p in parts]
+
+
+def limit_per_class(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Sorted indices keeping at most `n` samples of each class, chosen at random from `seed`."""
+    if n < 1:
+        raise ConfigError(f"limit_per_class must be >= 1, got {n}")
+    gen = torch.Generator().manual_seed(seed + 7)
+    keep = []
+    for cls in torch.unique(labels):
+        idx = torch.nonzero(labels == cls).flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=gen)[:n]])
+    return torch.sort(torch.cat(keep)).values if keep else torch.empty(0, dtype=torch.long)

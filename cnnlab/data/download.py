@@ -1,0 +1,132 @@
+"""Fetch dataset files into the cache: mirrors in order, HTTP Range resume of a `.part` file, checksum
+verified before an atomic rename, so the cache only ever holds complete, verified files.
+
+Stdlib urllib only. `--offline` (offline=True) forbids any network access; a file already present (and
+verified) is used as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import DataError
+
+CHUNK = 1 << 16
+
+
+def cache_home() -> Path:
+    """Root of cnnlab's cache: $CNNLAB_HOME, else $XDG_CACHE_HOME/cnnlab, else ~/.cache/cnnlab."""
+    if os.environ.get("CNNLAB_HOME"):
+        return Path(os.environ["CNNLAB_HOME"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cnnlab"
+
+
+def file_digest(path: str | os.PathLike, algo: str = "md5") -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _algo(checksum: str) -> str:
+    """MD5 (32 hex digits) or SHA-256 (64), told apart by length."""
+    return {32: "md5", 64: "sha256"}.get(len(checksum), "")
+
+
+def verify(path: Path, checksum: str | None) -> bool:
+    if not checksum:
+        return True
+    algo = _algo(checksum)
+    if not algo:
+        raise DataError(f"{path.name}: checksum {checksum!r} is neither MD5 nor SHA-256")
+    return file_digest(path, algo) == checksum.lower()
+
+
+def _fetch_once(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of `url` to `part` (Range from its current size). Raises on any network error or
+    short read; whatever arrived stays in `part` for the next attempt to resume from."""
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"User-Agent": "cnnlab"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # already complete: the range starts at the end
+            return
+        raise
+    with resp:
+        if have and resp.status != 206:  # server ignored Range: start over
+            have = 0
+        total = resp.headers.get("Content-Length")
+        expected = int(total) if total is not None else None
+        got = 0
+        with open(part, "ab" if have else "wb") as fh:
+            while True:
+                block = resp.read(CHUNK)
+                if not block:
+                    break
+                fh.write(block)
+                got += len(block)
+            fh.flush()
+            os.fsync(fh.fileno())
+    if expected is not None and got < expected:
+        raise ConnectionError(f"connection closed after {got} of {expected} bytes")
+
+
+def download(filename: str, urls: Sequence[str], dest_dir: str | os.PathLike, checksum: str | None = None,
+             *, offline: bool = False, retries: int = 3, timeout: float = 30.0) -> Path:
+    """Return `dest_dir/filename`, downloading it from the first working URL of `urls` if needed.
+
+    Each URL gets `retries` attempts; an attempt that breaks mid-file is resumed with an HTTP Range
+    request. The checksum (MD5 or SHA-256 hex) is checked before the `.part` file is renamed into place;
+    a mismatch deletes the partial file and raises DataError.
+    """
+    dest_dir = Path(dest_dir)
+    target = dest_dir / filename
+    if target.exists():
+        if verify(target, checksum):
+            return target
+        if offline:
+            raise DataError(f"{target}: checksum mismatch and --offline forbids downloading a fresh copy")
+        target.unlink()
+    if offline:
+        raise DataError(f"{target} is missing and --offline forbids downloading it "
+                        f"(put the file there or pass --data-dir)")
+    if not urls:
+        raise DataError(f"{target} is missing and no download URL is known")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    errors = []
+    for url in urls:
+        for attempt in range(retries):
+            try:
+                _fetch_once(url, part, timeout)
+                break
+            except urllib.error.HTTPError as exc:
+                errors.append(f"{url}: HTTP {exc.code}")
+                part.unlink(missing_ok=True)
+                break  # a 404/403 will not get better on retry: next mirror
+            except (urllib.error.URLError, OSError, ConnectionError) as exc:
+                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+        else:
+            part.unlink(missing_ok=True)
+            continue
+        if not part.exists():
+            continue
+        if not verify(part, checksum):
+            part.unlink(missing_ok=True)
+            raise DataError(f"{filename}: checksum mismatch for the file from {url} "
+                            f"(expected {_algo(checksum or '')} {checksum}); nothing was kept")
+        os.replace(part, target)
+        return target
+    raise DataError(f"{filename}: download failed from every mirror ({'; '.join(errors[-3:])})")
