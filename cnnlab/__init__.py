@@ -3,6 +3,7 @@ evaluate, transfer and look inside them, on PyTorch."""
 
 from .errors import CnnlabError
 from .models import build_model, list_models, register_model
+from .analysis import summarize
 
 __version__ = "0.1.0"
-__all__ = ["CnnlabError", "build_model", "list_models", "register_model", "__version__"]
+__all__ = ["CnnlabError", "build_model", "list_models", "register_model", "summarize", "__version__"]

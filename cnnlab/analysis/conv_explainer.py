@@ -1,0 +1,177 @@
+"""The lectures' hand exercises, done exactly and shown step by step: a bank of filters slid over a
+(multi-channel) input with stride, zero padding and bias, as cross-correlation (what deep-learning conv
+layers compute) or true convolution (the kernel flipped, the lectures' (k * f)(x, y) =
+sum k(dx, dy) f(x - dx, y - dy)), optionally followed by max/average pooling.
+
+Arithmetic uses exact fractions, so a filter of -1/2 entries gives exactly -1, not -0.9999999.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from ..errors import ConfigError, GeometryError
+from ..layers import conv_output_size
+from .receptive_field import fits
+
+Matrix = list[list[Fraction]]
+Volume = list[Matrix]  # channels x rows x columns
+
+
+def _number(tok: str) -> Fraction:
+    try:
+        return Fraction(tok)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"not a number: {tok!r} (write integers, decimals or fractions like -1/2)") from None
+
+
+def _check_volume(vol: Volume, what: str) -> Volume:
+    if not vol or not vol[0] or not vol[0][0]:
+        raise ConfigError(f"{what} is empty")
+    h, w = len(vol[0]), len(vol[0][0])
+    for c, mat in enumerate(vol):
+        if len(mat) != h or any(len(row) != w for row in mat):
+            raise ConfigError(f"{what}: every row must have {w} values and every channel {h} rows "
+                              f"(channel {c + 1} differs)")
+    return vol
+
+
+def parse_volume(text: str, what: str = "input") -> Volume:
+    """Inline rows separated by `;` (or new lines), channels by `|`: "1 0 1; 0 1 0 | 2 2 2; ..."."""
+    channels = [c for c in text.split("|")]
+    vol = []
+    for chan in channels:
+        rows = [r for r in chan.replace("\n", ";").split(";") if r.strip()]
+        vol.append([[_number(t) for t in r.replace(",", " ").split()] for r in rows])
+    return _check_volume(vol, what)
+
+
+def _from_nested(obj, what: str) -> Volume:
+    def frac(v):
+        return Fraction(str(v)) if not isinstance(v, str) else _number(v)
+
+    if isinstance(obj, list) and obj and isinstance(obj[0], list) and obj[0] and not isinstance(obj[0][0], list):
+        obj = [obj]  # one channel
+    try:
+        return _check_volume([[[frac(v) for v in row] for row in mat] for mat in obj], what)
+    except TypeError:
+        raise ConfigError(f"{what}: expected a 2-D (rows) or 3-D (channels, rows, columns) array") from None
+
+
+def load_volume(spec: str, what: str = "input") -> Volume:
+    """A volume from inline text or a .txt (inline syntax), .npy or .json (nested lists) file."""
+    path = Path(spec)
+    if path.suffix.lower() in (".txt", ".npy", ".json") and path.is_file():
+        if path.suffix.lower() == ".npy":
+            import numpy as np
+
+            return _from_nested(np.load(path, allow_pickle=False).tolist(), what)
+        if path.suffix.lower() == ".json":
+            try:
+                return _from_nested(json.loads(path.read_text()), what)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        return parse_volume(path.read_text(), what)
+    if path.suffix.lower() in (".txt", ".npy", ".json"):
+        raise ConfigError(f"{what} file not found: {spec}")
+    return parse_volume(spec, what)
+
+
+@dataclass
+class ConvResult:
+    """Output feature maps (one per kernel), their per-unit multiply-adds, and the optional pooling."""
+
+    maps: list[Matrix]
+    steps: list[list[list[str]]]
+    fit_notes: list[str] = field(default_factory=list)
+    pooled: list[Matrix] | None = None
+
+
+def _pad(mat: Matrix, p: int) -> Matrix:
+    w = len(mat[0]) + 2 * p
+    zero = Fraction(0)
+    return [[zero] * w for _ in range(p)] + [[zero] * p + row + [zero] * p for row in mat] + \
+        [[zero] * w for _ in range(p)]
+
+
+def fmt(v: Fraction) -> str:
+    """Exact numbers as the lectures write them: 4, -1, 0.5, 0.3333."""
+    if v.denominator == 1:
+        return str(v.numerator)
+    return f"{float(v):.4f}".rstrip("0")
+
+
+def convolve(x: Volume, kernels: list[Volume], biases: list[Fraction] | None = None, stride: int = 1,
+             padding: int = 0, mode: str = "correlation") -> ConvResult:
+    """Slide every kernel over `x` (all channels summed) and add its bias; see the module docstring."""
+    if mode not in ("correlation", "convolution"):
+        raise ConfigError(f"--mode must be correlation or convolution, got {mode!r}")
+    if stride < 1 or padding < 0:
+        raise ConfigError("stride must be >= 1 and padding >= 0")
+    biases = list(biases or [Fraction(0)] * len(kernels))
+    if len(biases) != len(kernels):
+        raise ConfigError(f"{len(kernels)} kernel(s) but {len(biases)} bias value(s)")
+    c, h, w = len(x), len(x[0]), len(x[0][0])
+    xp = [_pad(m, padding) for m in x]
+    maps, steps, notes = [], [], []
+    for n, (k, b) in enumerate(zip(kernels, biases)):
+        if len(k) != c:
+            raise ConfigError(f"kernel {n + 1} has {len(k)} channel(s) but the input has {c}")
+        kh, kw = len(k[0]), len(k[0][0])
+        if mode == "convolution":  # true convolution = cross-correlation with the kernel rotated 180°
+            k = [[row[::-1] for row in mat[::-1]] for mat in k]
+        ho = conv_output_size(h, kh, stride, padding, layer=f"kernel {n + 1}")
+        wo = conv_output_size(w, kw, stride, padding, layer=f"kernel {n + 1}")
+        for size, ks, axis in ((h, kh, "rows"), (w, kw, "columns")):
+            ok, exact = fits(size, ks, stride, padding)
+            if not ok:
+                notes.append(f"kernel {n + 1} does not fit the {axis}: ({size} - {ks} + 2*{padding})/{stride} + 1"
+                             f" = {exact:.2f}, floored to {int(exact)}")
+        out, out_steps = [], []
+        for i in range(ho):
+            row, row_steps = [], []
+            for j in range(wo):
+                terms, total = [], Fraction(0)
+                for ch in range(c):
+                    for a in range(kh):
+                        for bb in range(kw):
+                            xv, kv = xp[ch][i * stride + a][j * stride + bb], k[ch][a][bb]
+                            total += xv * kv
+                            terms.append(f"{fmt(xv)}*{fmt(kv)}")
+                total += b
+                row.append(total)
+                bias_txt = f" + {fmt(b)}" if b != 0 else ""
+                row_steps.append(f"o{n}[{i},{j}] = " + " + ".join(terms) + f"{bias_txt} = {fmt(total)}")
+            out.append(row)
+            out_steps.append(row_steps)
+        maps.append(out)
+        steps.append(out_steps)
+    return ConvResult(maps, steps, list(dict.fromkeys(notes)))
+
+
+def pool(mat: Matrix, kind: str = "max", size: int = 2, stride: int | None = None) -> Matrix:
+    """Max or average pooling of one map (no padding; a window that does not fit is an error)."""
+    if kind not in ("max", "avg"):
+        raise ConfigError(f"--pool must be max or avg, got {kind!r}")
+    stride = stride or size
+    h, w = len(mat), len(mat[0])
+    if size > h or size > w:
+        raise GeometryError(f"pool window {size} is larger than the {h}x{w} feature map")
+    ho, wo = (h - size) // stride + 1, (w - size) // stride + 1
+    out = []
+    for i in range(ho):
+        row = []
+        for j in range(wo):
+            win = [mat[i * stride + a][j * stride + b] for a in range(size) for b in range(size)]
+            row.append(max(win) if kind == "max" else sum(win, Fraction(0)) / len(win))
+        out.append(row)
+    return out
+
+
+def format_matrix(mat: Matrix) -> str:
+    cells = [[fmt(v) for v in row] for row in mat]
+    width = max(len(c) for row in cells for c in row)
+    return "\n".join("  ".join(c.rjust(width) for c in row) for row in cells)

@@ -1,0 +1,285 @@
+"""Follow a model's real data flow on meta tensors: which layer ran, on what, producing what.
+
+Counted modules (conv, linear, norm, activation, pool, ...; see flops.is_counted_module) are recorded by
+forward hooks; everything else a forward does with the traced tensors (residual adds, torch.cat, F.relu,
+flatten, ...) is seen by a TorchFunctionMode. Each traced tensor carries a ReceptiveField, so fields
+follow the real graph: branches, merges and reuse, not an assumed sequential stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+from ..errors import GeometryError
+from ..layers import conv_output_size
+from . import receptive_field as rfm
+from .flops import ELEMENTWISE_OPS, count_function, count_module, is_counted_module, op_name, window
+
+
+_META_SHAPE_KEEPERS = frozenset({F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, torch.batch_norm,
+                                 F.local_response_norm,
+                                 torch.layer_norm, torch.group_norm, torch.instance_norm})
+
+
+_BINARY = frozenset("add sub rsub mul div true_divide maximum minimum pow".split())
+
+
+def _meta_shortcut(func, args, kwargs) -> torch.Tensor | None:
+    """The output of a shape-keeping op on meta tensors without running it: PyTorch's meta path for
+    batch norm and many elementwise ops goes through Python decompositions that import torch._dynamo
+    (seconds on a small CPU). None when the op is not one of these or its inputs are not meta."""
+    if func in (torch.cat, torch.concat) and args and isinstance(args[0], (list, tuple)) and args[0] \
+            and all(isinstance(t, torch.Tensor) and t.is_meta and t.dim() == args[0][0].dim() for t in args[0]):
+        parts = args[0]
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0) % parts[0].dim()
+        shape = list(parts[0].shape)
+        shape[dim] = sum(t.shape[dim] for t in parts)
+        return parts[0].new_empty(shape)
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
+        return None
+    x = args[0]
+    if func in _META_SHAPE_KEEPERS:
+        stats = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else None
+        if func in (F.batch_norm, torch.batch_norm) and stats is not None and stats.numel() != x.shape[1]:
+            return None  # wrong channel count: let PyTorch raise its error
+        return torch.empty_like(x)
+    if func is F.linear and len(args) >= 2 and isinstance(args[1], torch.Tensor) \
+            and args[1].dim() == 2 and x.shape[-1] == args[1].shape[1]:  # else let PyTorch raise
+        return x.new_empty((*x.shape[:-1], args[1].shape[0]))
+    if func in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d) and x.dim() >= 3 and len(args) >= 2 \
+            and not kwargs.get("return_indices") and not (len(args) > 2 and args[2]):
+        size = args[1]
+        size = (size, size) if isinstance(size, int) or size is None else tuple(size)
+        hw = tuple(x.shape[-2 + i] if v is None else int(v) for i, v in enumerate(size))
+        return x.new_empty((*x.shape[:-2], *hw))
+    if getattr(func, "__name__", "") in ("mean", "sum") and (len(args) > 1 or "dim" in kwargs):
+        dims = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        keep = bool(kwargs.get("keepdim", args[2] if len(args) > 2 else False))
+        if isinstance(dims, int):
+            dims = (dims,)
+        if isinstance(dims, (tuple, list)) and all(isinstance(d, int) for d in dims):
+            dims = {d % x.dim() for d in dims}
+            shape = [1 if i in dims else n for i, n in enumerate(x.shape) if keep or i not in dims]
+            return x.new_empty(shape)
+    raw = getattr(func, "__name__", "")
+    name = op_name(func)
+    if name not in ELEMENTWISE_OPS or name == "where":
+        return None
+    if raw.endswith("_") and not raw.endswith("__") or raw.startswith("__i") or kwargs.get("inplace") is True:
+        return x  # in-place: same tensor, same shape
+    if name in _BINARY and len(args) >= 2:
+        other = args[1]
+        shape = torch.broadcast_shapes(x.shape, other.shape) if isinstance(other, torch.Tensor) else x.shape
+        return torch.empty(shape, dtype=torch.result_type(x, other), device="meta")
+    return torch.empty_like(x)
+
+
+@dataclass
+class Event:
+    """One executed layer or functional op, in execution order."""
+
+    name: str
+    kind: str
+    module: nn.Module | None
+    in_shape: tuple[int, ...] | None
+    out_shape: tuple[int, ...] | None
+    macs: int | None
+    flops: int | None
+    rf: rfm.ReceptiveField
+    window: dict | None = None
+    fit_note: str | None = None
+    out_bytes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _tensors(obj) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+class Tracer(TorchFunctionMode):
+    """Records Events while a model runs once; see the module docstring."""
+
+    def __init__(self, model: nn.Module, strict: bool = False):
+        super().__init__()
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.strict = strict
+        self.events: list[Event] = []
+        self.fields: dict[int, tuple[torch.Tensor, rfm.ReceptiveField]] = {}
+        self.stack: list[str] = []
+        self.leaf: nn.Module | None = None  # the counted module now running (its inner ops are not traced)
+        self.leaf_in: list[torch.Tensor] = []
+        self.busy = False
+        self.calls: dict[str, int] = {}
+        self.uncounted: dict[str, int] = {}
+        self._fit_note: str | None = None
+
+    # --- tensor bookkeeping ---------------------------------------------------------------------------
+    def mark(self, t: torch.Tensor, rf: rfm.ReceptiveField) -> None:
+        self.fields[id(t)] = (t, rf)  # keeps t alive so its id is not reused during the trace
+
+    def field_of(self, t: torch.Tensor) -> rfm.ReceptiveField | None:
+        hit = self.fields.get(id(t))
+        return hit[1] if hit is not None and hit[0] is t else None
+
+    def _unique(self, base: str) -> str:
+        n = self.calls.get(base, 0) + 1
+        self.calls[base] = n
+        return base if n == 1 else f"{base}#{n}"
+
+    # --- module hooks ---------------------------------------------------------------------------------
+    def attach(self, model: nn.Module) -> list:
+        handles = []
+        for m in model.modules():
+            handles.append(m.register_forward_pre_hook(self._pre))
+            handles.append(m.register_forward_hook(self._post))
+        return handles
+
+    def _pre(self, module, inputs):
+        self.busy = True
+        try:
+            self.stack.append(self.names.get(id(module), type(module).__name__))
+            if self.leaf is None and is_counted_module(module):
+                self.leaf = module
+                self.leaf_in = [t for t in _tensors(inputs) if self.field_of(t) is not None]
+                win = window(module)
+                if win is not None and self.leaf_in and self.leaf_in[0].dim() == 4:
+                    self._check_geometry(module, self.leaf_in[0], win)
+        finally:
+            self.busy = False
+
+    def _post(self, module, inputs, output):
+        self.busy = True
+        try:
+            name = self.stack.pop() if self.stack else type(module).__name__
+            if module is not self.leaf:
+                return
+            self.leaf = None
+            outs = _tensors(output)
+            if not self.leaf_in or not outs:
+                return
+            x, y = self.leaf_in[0], outs[0]
+            rf_in = rfm.merge([self.field_of(t) for t in self.leaf_in])
+            win = window(module)
+            if win is not None and y.dim() == 4:
+                rf_out = rfm.through_window(rf_in, win["kernel"], win["stride"], win["padding"], win["dilation"])
+            elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and y.dim() == 4:
+                rf_out = rfm.through_adaptive(rf_in, tuple(x.shape[-2:]), tuple(y.shape[-2:]))
+            elif isinstance(module, (nn.Linear, nn.Flatten)) or (x.dim() == 4 and y.dim() < 4):
+                rf_out = rfm.GLOBAL if not rf_in.unknown else rf_in
+            else:
+                rf_out = rf_in
+            for t in outs:
+                self.mark(t, rf_out)
+            macs, flops = count_module(module, x.numel(), tuple(y.shape))
+            self.events.append(Event(
+                self._unique(name), type(module).__name__, module, tuple(x.shape), tuple(y.shape), macs, flops,
+                rf_out, win, self._fit_note, y.numel() * y.element_size()))
+            self._fit_note = None
+        finally:
+            self.busy = False
+
+    def _check_geometry(self, module, x: torch.Tensor, win: dict) -> None:
+        """The lectures' checks before the layer runs: output size >= 1 (error) and exact tiling (flag)."""
+        label = f"{self.names.get(id(module), '?')} ({type(module).__name__})"
+        notes: dict[str, list[str]] = {}
+        for ax, size in enumerate(x.shape[-2:]):
+            k, s, p, d = (win[key][ax] for key in ("kernel", "stride", "padding", "dilation"))
+            conv_output_size(int(size), k, s, p, d, win["ceil_mode"], layer=label)  # raises GeometryError
+            ok, exact = rfm.fits(int(size), k, s, p, d)
+            if not ok:
+                rounded = -(-exact // 1) if win["ceil_mode"] else exact // 1
+                notes.setdefault(f"({int(size)} - {d * (k - 1) + 1} + 2*{p})/{s} + 1 = {exact:.2f}, "
+                                 f"{'ceil' if win['ceil_mode'] else 'floor'}ed to {int(rounded)}", []).append("HW"[ax])
+        self._fit_note = "; ".join(f"{txt} ({'H and W' if len(axes) == 2 else axes[0]})"
+                                   for txt, axes in notes.items()) or None
+        if self._fit_note and self.strict:
+            raise GeometryError(f"{label} does not fit: (W - F + 2P)/S + 1 = {self._fit_note}: the stride "
+                                "does not tile the padded input (--strict)")
+
+    # --- functional ops -------------------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = _meta_shortcut(func, args, kwargs)
+        if out is None:
+            out = func(*args, **kwargs)
+        if self.busy or self.leaf is not None:
+            return out
+        ins = [t for t in _tensors(args) + _tensors(kwargs) if self.field_of(t) is not None]
+        outs = [t for t in _tensors(out) if self.field_of(t) is None or t is (ins[0] if ins else None)]
+        if not ins or not outs:
+            return out
+        self.busy = True
+        try:
+            self._record_function(func, args, ins, outs)
+        finally:
+            self.busy = False
+        return out
+
+    def _record_function(self, func, args, ins: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+        name = op_name(func)
+        x, y = ins[0], outs[0]
+        rf_in = rfm.merge([self.field_of(t) for t in ins])
+        win = None
+        if name in ("conv2d", "max_pool2d", "avg_pool2d") and y.dim() == 4:
+            win = self._functional_window(name, args)
+        if win is not None:
+            rf_out = rfm.through_window(rf_in, win["kernel"], win["stride"], win["padding"], win["dilation"])
+        elif y.dim() == 4 and x.dim() == 4 and tuple(y.shape[-2:]) != tuple(x.shape[-2:]):
+            rf_out = rfm.UNKNOWN  # spatial size changed by an op we do not model (interpolate, crop, ...)
+        elif y.dim() < 4 <= x.dim() or name in ("linear", "matmul", "mm", "addmm"):
+            rf_out = rfm.GLOBAL if not rf_in.unknown else rf_in
+        else:
+            rf_out = rf_in
+        for t in outs:
+            self.mark(t, rf_out)
+        kind, macs, flops = count_function(name, [tuple(t.shape) for t in ins], tuple(y.shape))
+        if win is not None:
+            per_out = (win.pop("cin_per_group") * win["kernel"][0] * win["kernel"][1]) if name == "conv2d" else None
+            kind = "row"
+            if per_out is not None:
+                macs = y.numel() * per_out
+                flops = 2 * macs
+            else:
+                k2 = win["kernel"][0] * win["kernel"][1]
+                macs, flops = 0, y.numel() * (k2 - 1 if name == "max_pool2d" else k2)
+        if kind == "free":
+            return
+        if kind == "uncounted":
+            self.uncounted[name] = self.uncounted.get(name, 0) + 1
+        parent = self.stack[-1] if self.stack else ""
+        self.events.append(Event(self._unique(f"{parent}.{name}" if parent else name), name, None,
+                                 tuple(x.shape), tuple(y.shape), macs, flops, rf_out, win, None,
+                                 y.numel() * y.element_size()))
+
+    @staticmethod
+    def _functional_window(name: str, args) -> dict | None:
+        def pair(v, default):
+            v = default if v is None else v
+            return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
+
+        try:
+            if name == "conv2d":
+                w = args[1]
+                rest = list(args[3:]) + [None] * 4
+                if isinstance(rest[1], str):
+                    return None
+                return {"kernel": tuple(w.shape[-2:]), "stride": pair(rest[0], 1), "padding": pair(rest[1], 0),
+                        "dilation": pair(rest[2], 1), "groups": rest[3] or 1, "ceil_mode": False,
+                        "cin_per_group": int(w.shape[1])}
+            rest = list(args[1:]) + [None] * 4
+            k = pair(rest[0], 1)
+            return {"kernel": k, "stride": pair(rest[1], 1) if rest[1] else k,
+                    "padding": pair(rest[2], 0), "dilation": (1, 1), "groups": None, "ceil_mode": False}
+        except (TypeError, IndexError, ValueError):
+            return None

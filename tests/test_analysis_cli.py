@@ -1,0 +1,118 @@
+"""`cnnlab summary|compare|conv`: outputs, the lectures' worked convolution examples, one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cnnlab.cli import main
+
+X_IMAGE = "1 1 1 0 0; 0 1 1 1 0; 0 0 1 1 1; 0 0 1 1 0; 0 1 1 0 0"  # lecture 001, 5x5 binary crop
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def maps(out):
+    """The matrices printed after each 'output map n:' header."""
+    blocks = out.split("output map ")[1:]
+    return [[[float(v) for v in line.split()] for line in b.split(":\n", 1)[1].strip().split("\n\n")[0]
+             .splitlines() if line and not line.startswith("  o") and not line.startswith("max")]
+            for b in blocks]
+
+
+def test_summary_json_and_other_formats(capsys):
+    rc, out, _ = run(capsys, "summary", "lenet5", "--input", "1x32x32", "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["schema_version"] == 1 and doc["totals"]["params"] == 61_706
+    rc, out, _ = run(capsys, "summary", "lenet5", "--format", "csv")
+    assert rc == 0 and out.splitlines()[0].startswith("name,type,kernel") and len(out.splitlines()) == 13
+    rc, out, _ = run(capsys, "summary", "lenet5", "--format", "markdown")
+    assert rc == 0 and out.startswith("### ") and "| layer |" in out
+    rc, out, _ = run(capsys, "summary", "alexnet")
+    assert rc == 0 and "62,378,344" in out and "Linear 94.0%" in out and "Conventions:" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["summary", "resnet18", "--input", "3x224"], "CxHxW"),
+    (["summary", "resnet1800", "--input", "3x224x224"], "unknown model"),
+    (["summary", "lenet5", "--input", "1x4x4"], "too small"),
+    (["compare", "lenet5"], "exactly two"),
+    (["conv", "--input", "1 2; 3", "--kernel", "1"], "every row"),
+    (["conv", "--input", "1 2; 3 4", "--kernel", "1 1 1; 1 1 1; 1 1 1"], "too small"),
+])
+def test_errors_are_one_line_exit_2(capsys, argv, needle):
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_summary_of_saved_run(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model": "lenet5", "num_classes": 7, "in_channels": 1,
+                                                      "image_size": 32}))
+    rc, out, _ = run(capsys, "summary", str(tmp_path), "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["totals"]["output_shape"] == [1, 7] and doc["input_size"] == [1, 32, 32]
+    (tmp_path / "config.json").write_text(json.dumps({"epochs": 3}))
+    rc, _, err = run(capsys, "summary", str(tmp_path))
+    assert rc == 2 and "no \"model\" key" in err
+
+
+def test_compare_depthwise_demo_shows_lecture_ratio(capsys):
+    rc, out, _ = run(capsys, "compare", "--demo", "depthwise", "--input", "32x28x28", "--out-channels", "64",
+                     "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0
+    assert doc["rows"]["flops"]["ratio"] == pytest.approx(1 / 64 + 1 / 9, abs=1e-12)
+    assert doc["predicted_flops_ratio"] == pytest.approx(1 / 64 + 1 / 9)
+    rc, out, _ = run(capsys, "compare", "lenet5", "lenet1", "--input", "1x32x32")
+    assert rc == 0 and "B / A" in out
+
+
+def test_conv_x_filter_lecture_001(capsys):
+    rc, out, _ = run(capsys, "conv", "--input", X_IMAGE, "--kernel", "1 0 1; 0 1 0; 1 0 1", "--steps")
+    assert rc == 0 and maps(out)[0] == [[4, 3, 4], [2, 4, 3], [2, 3, 4]]
+    assert "o0[0,0] = 1*1 + 1*0 + 1*1 + 0*0 + 1*1 + 1*0 + 0*1 + 0*0 + 1*1 = 4" in out
+
+
+def test_conv_cartesian_axes_exercise_lecture_004(capsys):
+    vertical = "-1/2 1 -1/2; -1/2 1 -1/2; -1/2 1 -1/2"
+    rc, out, _ = run(capsys, "conv", "--input", "0 1 0 1; 0 1 0 1; 1 1 1 1; 0 -2 0 -2", "--kernel", vertical,
+                     "--kernel", "-1/2 -1/2 -1/2; 1 1 1; -1/2 -1/2 -1/2", "--pool", "max")
+    assert rc == 0 and maps(out)[0] == [[2, -2], [-1, 1]]  # the slides' worked answer
+    assert "max pool 2 of map 0:\n2\n" in out
+
+
+# CS231n filter-bank demo (lecture 004): 7x7x3 padded input (5x5x3 + pad 1), two 3x3x3 filters, stride 2.
+X0 = "1 1 2 0 2; 1 2 2 1 2; 2 2 0 1 2; 0 2 2 0 2; 1 2 2 1 2"
+X1 = "0 0 2 0 2; 1 2 2 2 0; 2 2 1 2 0; 2 2 0 1 2; 0 0 2 2 1"
+X2 = "1 0 2 2 1; 2 2 2 0 1; 0 0 0 2 2; 0 0 2 1 2; 2 1 1 1 2"
+# The seed's text of w0[:,:,2] reads "1 -1 0; -1 1 1; 1 -1 1"; its middle entry lost a minus sign in
+# extraction: -1 there is the only single-entry reading that reproduces all nine o[:,:,0] values shown.
+W0 = "-1 1 -1; -1 -1 -1; 1 -1 0 | -1 -1 0; -1 0 1; 0 1 1 | 1 -1 0; -1 -1 1; 1 -1 1"
+W1 = "-1 1 0; -1 1 0; 1 1 -1 | 1 1 1; 1 0 -1; -1 0 -1 | 1 0 -1; 1 -1 1; -1 -1 1"
+
+
+def test_conv_cs231n_filter_bank_demo(capsys):
+    rc, out, _ = run(capsys, "conv", "--input", f"{X0} | {X1} | {X2}", "--kernel", W0, "--kernel", W1,
+                     "--bias", "1", "0", "--stride", "2", "--padding", "1")
+    assert rc == 0
+    o0, o1 = maps(out)
+    assert o0 == [[0, 2, -6], [-1, -5, -11], [-7, -7, -9]]
+    assert o1 == [[-3, -4, 3], [-2, 8, 4], [4, 1, 8]]
+    assert "= 56)" in out  # (3*3*3 + 1)*2 parameters, as the slide says
+
+
+def test_conv_true_convolution_flips_and_files(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.arange(9.0).reshape(3, 3))
+    (tmp_path / "k.json").write_text(json.dumps([[1, 2], [3, 4]]))
+    rc, out, _ = run(capsys, "conv", "--input", str(tmp_path / "x.npy"), "--kernel", str(tmp_path / "k.json"))
+    assert maps(out)[0] == [[0 + 2 + 9 + 16, 1 * 1 + 2 * 2 + 4 * 3 + 5 * 4], [3 + 8 + 18 + 28, 4 + 10 + 21 + 32]]
+    rc, out, _ = run(capsys, "conv", "--input", str(tmp_path / "x.npy"), "--kernel", "1 2; 3 4", "--mode",
+                     "convolution")
+    assert maps(out)[0][0][0] == 0 * 4 + 1 * 3 + 3 * 2 + 4 * 1  # (k*f): kernel rotated by 180 degrees
+    rc, out, _ = run(capsys, "conv", "--input", "1 1 1 1 1 1 1; " * 6 + "1 1 1 1 1 1 1", "--kernel",
+                     "1 1 1; 1 1 1; 1 1 1", "--stride", "3")
+    assert rc == 0 and "2.33" in out  # (7 - 3)/3 + 1: "does not fit"
