@@ -1,13 +1,15 @@
 """Model registry: `@register_model` on a builder, `build_model(name_or_notation, ...)`, `list_models()`.
 
 A builder is a function `name(num_classes=K, in_channels=C, input_size=(H, W), **options) -> nn.Module`;
-its defaults are the model's canonical configuration (the paper's input size and class count)."""
+its defaults are the model's canonical configuration (the paper's input size and class count). Its
+options are its own further parameters or, when it forwards `**options` to a family constructor, the
+keyword-only parameters of `options_from` (so a builder stays two lines)."""
 
 from __future__ import annotations
 
 import difflib
-import re
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +29,7 @@ class ModelInfo:
     num_classes: int
     in_channels: int
     input_size: tuple[int, int]
+    options_from: Callable | None = None
 
     @property
     def canonical_input(self) -> tuple[int, int, int]:
@@ -48,18 +51,23 @@ class ModelInfo:
     @property
     def options(self) -> dict[str, object]:
         """Builder options beyond num_classes/in_channels/input_size, with their defaults."""
-        sig = inspect.signature(self.builder)
-        return {k: p.default for k, p in sig.parameters.items()
-                if k not in ("num_classes", "in_channels", "input_size") and p.kind == p.KEYWORD_ONLY
-                or (k not in ("num_classes", "in_channels", "input_size")
-                    and p.kind == p.POSITIONAL_OR_KEYWORD)}
+        standard = ("num_classes", "in_channels", "input_size")
+        if self.options_from is not None:
+            params = inspect.signature(self.options_from).parameters.values()
+            return {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY and p.name not in standard}
+        params = inspect.signature(self.builder).parameters.values()
+        return {p.name: p.default for p in params
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in standard}
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, description: str) -> Callable:
-    """Register a builder under its function name; raises ValueError on a duplicate name."""
+def register_model(family: str, description: str, options_from: Callable | None = None) -> Callable:
+    """Register a builder under its function name; raises ValueError on a duplicate name.
+
+    `options_from`: the family constructor the builder forwards `**options` to; its keyword-only
+    parameters are the model's options."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
@@ -73,7 +81,7 @@ def register_model(family: str, description: str) -> Callable:
             name=name, family=family, description=description, builder=fn,
             num_classes=sig.parameters["num_classes"].default,
             in_channels=sig.parameters["in_channels"].default,
-            input_size=tuple(sig.parameters["input_size"].default))
+            input_size=tuple(sig.parameters["input_size"].default), options_from=options_from)
         return fn
 
     return deco

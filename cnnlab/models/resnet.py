@@ -233,52 +233,57 @@ class ResNet(ConvNet):
         return x if pre_logits else self.fc(x)
 
 
-def _build(name: str, num_classes, in_channels, input_size, **options) -> ResNet:
+def _resnet(name: str, num_classes, in_channels, input_size, *, stem: str = "imagenet",
+            drop_path_rate: float = 0.0, zero_init_residual: bool = False, shortcut: str = "B") -> ResNet:
+    """The ResNet of RESNET_SPECS[name] (with shortcuts)."""
     block, layers = RESNET_SPECS[name]
-    return ResNet(block, layers, num_classes, in_channels, tuple(input_size),
-                  residual=not name.startswith("plain"), **options)
+    return ResNet(block, layers, num_classes, in_channels, tuple(input_size), stem=stem,
+                  drop_path_rate=drop_path_rate, zero_init_residual=zero_init_residual, shortcut=shortcut)
 
 
-@register_model("resnet", "ResNet-18 (He et al. 2015): basic blocks 2-2-2-2, 11,689,512 params, torchvision names")
-def resnet18(num_classes=1000, in_channels=3, input_size=(224, 224), stem="imagenet", drop_path_rate=0.0,
-             zero_init_residual=False, shortcut="B"):
-    return _build("resnet18", num_classes, in_channels, input_size, stem=stem, drop_path_rate=drop_path_rate,
-                  zero_init_residual=zero_init_residual, shortcut=shortcut)
+def _plain(name: str, num_classes, in_channels, input_size, *, stem: str = "imagenet") -> ResNet:
+    """The plain (no-shortcut) counterpart of RESNET_SPECS[name]: same layers, nothing added back."""
+    block, layers = RESNET_SPECS[name]
+    return ResNet(block, layers, num_classes, in_channels, tuple(input_size), residual=False, stem=stem)
 
 
-@register_model("resnet", "ResNet-34: basic blocks 3-4-6-3, 21,797,672 params, torchvision names")
-def resnet34(num_classes=1000, in_channels=3, input_size=(224, 224), stem="imagenet", drop_path_rate=0.0,
-             zero_init_residual=False, shortcut="B"):
-    return _build("resnet34", num_classes, in_channels, input_size, stem=stem, drop_path_rate=drop_path_rate,
-                  zero_init_residual=zero_init_residual, shortcut=shortcut)
+@register_model("resnet", "ResNet-18 (He et al. 2015): basic blocks 2-2-2-2, 11,689,512 params, torchvision names",
+                options_from=_resnet)
+def resnet18(num_classes=1000, in_channels=3, input_size=(224, 224), **options):
+    return _resnet("resnet18", num_classes, in_channels, input_size, **options)
 
 
-@register_model("resnet", "ResNet-50: bottleneck blocks 3-4-6-3, 25,557,032 params, torchvision names")
-def resnet50(num_classes=1000, in_channels=3, input_size=(224, 224), stem="imagenet", drop_path_rate=0.0,
-             zero_init_residual=False, shortcut="B"):
-    return _build("resnet50", num_classes, in_channels, input_size, stem=stem, drop_path_rate=drop_path_rate,
-                  zero_init_residual=zero_init_residual, shortcut=shortcut)
+@register_model("resnet", "ResNet-34: basic blocks 3-4-6-3, 21,797,672 params, torchvision names",
+                options_from=_resnet)
+def resnet34(num_classes=1000, in_channels=3, input_size=(224, 224), **options):
+    return _resnet("resnet34", num_classes, in_channels, input_size, **options)
 
 
-@register_model("resnet", "ResNet-101: bottleneck blocks 3-4-23-3, 44,549,160 params, torchvision names")
-def resnet101(num_classes=1000, in_channels=3, input_size=(224, 224), stem="imagenet", drop_path_rate=0.0,
-              zero_init_residual=False, shortcut="B"):
-    return _build("resnet101", num_classes, in_channels, input_size, stem=stem, drop_path_rate=drop_path_rate,
-                  zero_init_residual=zero_init_residual, shortcut=shortcut)
+@register_model("resnet", "ResNet-50: bottleneck blocks 3-4-6-3, 25,557,032 params, torchvision names",
+                options_from=_resnet)
+def resnet50(num_classes=1000, in_channels=3, input_size=(224, 224), **options):
+    return _resnet("resnet50", num_classes, in_channels, input_size, **options)
 
 
-@register_model("resnet", "ResNet-152: bottleneck blocks 3-8-36-3, 60,192,808 params, torchvision names")
-def resnet152(num_classes=1000, in_channels=3, input_size=(224, 224), stem="imagenet", drop_path_rate=0.0,
-              zero_init_residual=False, shortcut="B"):
-    return _build("resnet152", num_classes, in_channels, input_size, stem=stem, drop_path_rate=drop_path_rate,
-                  zero_init_residual=zero_init_residual, shortcut=shortcut)
+@register_model("resnet", "ResNet-101: bottleneck blocks 3-4-23-3, 44,549,160 params, torchvision names",
+                options_from=_resnet)
+def resnet101(num_classes=1000, in_channels=3, input_size=(224, 224), **options):
+    return _resnet("resnet101", num_classes, in_channels, input_size, **options)
 
 
-@register_model("resnet", "Plain-18 (He et al. 2015, Fig. 4): ResNet-18 without shortcuts, 11,515,688 params")
-def plain18(num_classes=1000, in_channels=3, input_size=(224, 224), stem="imagenet"):
-    return _build("plain18", num_classes, in_channels, input_size, stem=stem)
+@register_model("resnet", "ResNet-152: bottleneck blocks 3-8-36-3, 60,192,808 params, torchvision names",
+                options_from=_resnet)
+def resnet152(num_classes=1000, in_channels=3, input_size=(224, 224), **options):
+    return _resnet("resnet152", num_classes, in_channels, input_size, **options)
 
 
-@register_model("resnet", "Plain-34 (He et al. 2015, Fig. 4): ResNet-34 without shortcuts, 21,623,848 params")
-def plain34(num_classes=1000, in_channels=3, input_size=(224, 224), stem="imagenet"):
-    return _build("plain34", num_classes, in_channels, input_size, stem=stem)
+@register_model("resnet", "Plain-18 (He et al. 2015, Fig. 4): ResNet-18 without shortcuts, 11,515,688 params",
+                options_from=_plain)
+def plain18(num_classes=1000, in_channels=3, input_size=(224, 224), **options):
+    return _plain("plain18", num_classes, in_channels, input_size, **options)
+
+
+@register_model("resnet", "Plain-34 (He et al. 2015, Fig. 4): ResNet-34 without shortcuts, 21,623,848 params",
+                options_from=_plain)
+def plain34(num_classes=1000, in_channels=3, input_size=(224, 224), **options):
+    return _plain("plain34", num_classes, in_channels, input_size, **options)

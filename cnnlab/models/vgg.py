@@ -101,86 +101,68 @@ class VGG(ConvNet):
         return self.classifier[:-1](x) if pre_logits else self.classifier(x)
 
 
-def _vgg(cfg: str, batch_norm: bool, num_classes, in_channels, input_size, **options) -> VGG:
-    return VGG(cfg, num_classes, in_channels, input_size, batch_norm=batch_norm, **options)
+def _vgg(cfg: str, batch_norm: bool, num_classes, in_channels, input_size, *, act: str = "relu",
+         order: str = "conv-bn-act", dropout: float = 0.5, adaptive_pool: bool = False,
+         init: str = "kaiming") -> VGG:
+    """A VGG of table column `cfg`; `order` (BN before or after the activation) matters with batch norm."""
+    return VGG(cfg, num_classes, in_channels, input_size, batch_norm=batch_norm, act=act, order=order,
+               dropout=dropout, adaptive_pool=adaptive_pool, init=init)
 
 
 # Canonical input: the paper's 224x224 RGB crops, 1000 ImageNet classes.
 _IN = (224, 224)
 
 
-@register_model("vgg", "VGG config A, 11 weight layers")
-def vgg11(num_classes=1000, in_channels=3, input_size=_IN, act="relu", dropout=0.5, adaptive_pool=False,
-          init="kaiming"):
-    return _vgg("A", False, num_classes, in_channels, input_size, act=act, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config A, 11 weight layers", options_from=_vgg)
+def vgg11(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("A", False, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config A-LRN: A with local response normalisation after conv1")
-def vgg11_lrn(num_classes=1000, in_channels=3, input_size=_IN, act="relu", dropout=0.5, adaptive_pool=False,
-              init="kaiming"):
-    return _vgg("A-LRN", False, num_classes, in_channels, input_size, act=act, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config A-LRN: A with local response normalisation after conv1", options_from=_vgg)
+def vgg11_lrn(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("A-LRN", False, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config B, 13 weight layers")
-def vgg13(num_classes=1000, in_channels=3, input_size=_IN, act="relu", dropout=0.5, adaptive_pool=False,
-          init="kaiming"):
-    return _vgg("B", False, num_classes, in_channels, input_size, act=act, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config B, 13 weight layers", options_from=_vgg)
+def vgg13(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("B", False, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config C, 16 weight layers with three 1x1 convs")
-def vgg16_c(num_classes=1000, in_channels=3, input_size=_IN, act="relu", dropout=0.5, adaptive_pool=False,
-            init="kaiming"):
-    return _vgg("C", False, num_classes, in_channels, input_size, act=act, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config C, 16 weight layers with three 1x1 convs", options_from=_vgg)
+def vgg16_c(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("C", False, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config D, 16 weight layers (the usual VGG-16)")
-def vgg16(num_classes=1000, in_channels=3, input_size=_IN, act="relu", dropout=0.5, adaptive_pool=False,
-          init="kaiming"):
-    return _vgg("D", False, num_classes, in_channels, input_size, act=act, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config D, 16 weight layers (the usual VGG-16)", options_from=_vgg)
+def vgg16(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("D", False, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config E, 19 weight layers")
-def vgg19(num_classes=1000, in_channels=3, input_size=_IN, act="relu", dropout=0.5, adaptive_pool=False,
-          init="kaiming"):
-    return _vgg("E", False, num_classes, in_channels, input_size, act=act, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config E, 19 weight layers", options_from=_vgg)
+def vgg19(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("E", False, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config A with batch norm")
-def vgg11_bn(num_classes=1000, in_channels=3, input_size=_IN, act="relu", order="conv-bn-act", dropout=0.5,
-             adaptive_pool=False, init="kaiming"):
-    return _vgg("A", True, num_classes, in_channels, input_size, act=act, order=order, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config A with batch norm", options_from=_vgg)
+def vgg11_bn(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("A", True, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config B with batch norm")
-def vgg13_bn(num_classes=1000, in_channels=3, input_size=_IN, act="relu", order="conv-bn-act", dropout=0.5,
-             adaptive_pool=False, init="kaiming"):
-    return _vgg("B", True, num_classes, in_channels, input_size, act=act, order=order, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config B with batch norm", options_from=_vgg)
+def vgg13_bn(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("B", True, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config C with batch norm")
-def vgg16_c_bn(num_classes=1000, in_channels=3, input_size=_IN, act="relu", order="conv-bn-act", dropout=0.5,
-               adaptive_pool=False, init="kaiming"):
-    return _vgg("C", True, num_classes, in_channels, input_size, act=act, order=order, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config C with batch norm", options_from=_vgg)
+def vgg16_c_bn(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("C", True, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config D with batch norm")
-def vgg16_bn(num_classes=1000, in_channels=3, input_size=_IN, act="relu", order="conv-bn-act", dropout=0.5,
-             adaptive_pool=False, init="kaiming"):
-    return _vgg("D", True, num_classes, in_channels, input_size, act=act, order=order, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config D with batch norm", options_from=_vgg)
+def vgg16_bn(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("D", True, num_classes, in_channels, input_size, **options)
 
 
-@register_model("vgg", "VGG config E with batch norm")
-def vgg19_bn(num_classes=1000, in_channels=3, input_size=_IN, act="relu", order="conv-bn-act", dropout=0.5,
-             adaptive_pool=False, init="kaiming"):
-    return _vgg("E", True, num_classes, in_channels, input_size, act=act, order=order, dropout=dropout,
-                adaptive_pool=adaptive_pool, init=init)
+@register_model("vgg", "VGG config E with batch norm", options_from=_vgg)
+def vgg19_bn(num_classes=1000, in_channels=3, input_size=_IN, **options):
+    return _vgg("E", True, num_classes, in_channels, input_size, **options)
