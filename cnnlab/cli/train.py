@@ -1,12 +1,93 @@
-"""`cnnlab train` (placeholder parser until the command lands; it refuses to run)."""
+"""`cnnlab train [MODEL] --data DATA ...`: parse flags → TrainConfig → cnnlab.train.train(config).
 
-from ..errors import CnnlabError
+Every TrainConfig field is a flag (help text from the field); a YAML/JSON `--config` file holds the same
+keys and explicit flags override it. With no arguments it runs the main job: LeNet-5 on the digits."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from ..train.config import TrainConfig, parse_model_opts
+
+EPILOG = """examples:
+  cnnlab train                                    LeNet-5 on the digits (the default job)
+  cnnlab train resnet18 --data cifar10 --epochs 30 --optimizer sgd --lr 0.1 --schedule cosine --augment crop:4,flip
+  cnnlab train --config run.yaml --lr 0.05        a config file, one option overridden
+  cnnlab train --resume runs/20240101-120000-lenet5-digits
+  torchrun --nproc_per_node=2 -m cnnlab train lenet5 --data mnist   (DistributedDataParallel; gloo on CPU)
+  multi-machine: torchrun --nnodes=2 --nproc_per_node=4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+                 -m cnnlab train ...  (same command on every machine)"""
+
+
+def _type(f):
+    kind = str(f.type)
+    return int if kind.startswith("int") else float if kind.startswith("float") else str
+
+
+def add_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field, defaults suppressed so only explicit flags override a config file."""
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        meta, default = f.metadata, f.default if f.default is not f.default_factory else None
+        shown = "" if default in (None, "") or str(f.type).startswith("dict") else f" (default: {default})"
+        if meta.get("positional"):
+            p.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, metavar=f.name.upper(),
+                           help=meta["help"] + shown)
+            continue
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        if str(f.type).startswith("bool"):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=meta["help"] + shown)
+        elif str(f.type).startswith("dict"):
+            p.add_argument(flag, dest=f.name, action="append", default=argparse.SUPPRESS, metavar="KEY=VALUE",
+                           help=meta["help"])
+        else:
+            p.add_argument(flag, dest=f.name, type=_type(f), choices=meta.get("choices"),
+                           default=argparse.SUPPRESS, metavar=None if meta.get("choices") else f.name.upper(),
+                           help=meta["help"] + shown)
 
 
 def add_parser(sub):
-    p = sub.add_parser("train", help="(not yet available)")
+    p = sub.add_parser("train", help="train a model (default: LeNet-5 on the digits)",
+                       description="Train a CNN; writes a run directory with config, metrics, checkpoints, "
+                                   "weights and result.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON file of options (keys = the long option names); "
+                                                    "flags given here override it")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint "
+                                                       "(with its saved configuration)")
+    add_arguments(p)
     p.set_defaults(func=_run)
 
 
-def _run(args):
-    raise CnnlabError("this command is not implemented yet")
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the parsed flags (and --config file) describe."""
+    names = {f.name for f in fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    if "model_opts" in overrides:
+        overrides["model_opts"] = parse_model_opts(overrides["model_opts"])
+    if args.config:
+        from ..train.config import read_config_file
+
+        base = read_config_file(args.config)
+        if "model_opts" in overrides and isinstance(base.get("model_opts"), dict):
+            overrides["model_opts"] = {**base["model_opts"], **overrides["model_opts"]}
+        return TrainConfig.load(args.config, overrides)
+    return TrainConfig.from_dict(overrides, source="command line").validate()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..train import train
+
+    if args.resume:
+        extra = [k for k in vars(args) if k in {f.name for f in fields(TrainConfig)}]
+        if extra or args.config:
+            raise ConfigError("--resume continues a run with its saved configuration; drop the other options "
+                              f"({', '.join(extra) or '--config'})")
+        train(resume=args.resume)
+        return 0
+    train(config_from_args(args))
+    return 0

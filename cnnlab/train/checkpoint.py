@@ -1,0 +1,108 @@
+"""Safe, exact checkpoints.
+
+A checkpoint is a pair in RUN/checkpoints/: `ckpt-<step>.safetensors` (model weights, plus the EMA weights
+prefixed "ema.") and `ckpt-<step>.state.pt` (optimizer, schedule, EMA counter, epoch/step position, every
+RNG state, partial-epoch metric sums) holding only tensors, ints, floats, strings, lists and dicts so that it
+loads with torch.load(weights_only=True) — nothing is ever unpickled. Both files are written atomically
+(temp + rename); then `latest.json` is atomically switched to name them; then older pairs are deleted. A kill
+at any moment therefore leaves `latest.json` naming a complete pair: the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..utils.io import save_safetensors_atomic, save_torch_atomic, write_json_atomic
+
+CKPT_DIR = "checkpoints"
+LATEST = "latest.json"
+FORMAT = 1
+
+
+# --- RNG states as tensors -------------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """Every RNG a training step may touch (torch CPU, CUDA, Python, NumPy) as tensors and numbers."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": torch.tensor(py_state, dtype=torch.int64), "python_version": int(py_version),
+        "python_gauss": float("nan") if py_gauss is None else float(py_gauss),
+        "numpy": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss), "numpy_gauss": float(np_gauss), "numpy_name": str(np_name),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    gauss = state["python_gauss"]
+    random.setstate((state["python_version"], tuple(int(v) for v in state["python"].tolist()),
+                     None if math.isnan(gauss) else gauss))
+    np.random.set_state((state["numpy_name"], state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- checkpoint files --------------------------------------------------------------------------------------
+
+def save_checkpoint(run_dir: str | Path, weights: dict[str, torch.Tensor], state: dict, global_step: int) -> Path:
+    """Write one checkpoint pair atomically, point latest.json at it, prune older pairs."""
+    ckdir = Path(run_dir) / CKPT_DIR
+    ckdir.mkdir(parents=True, exist_ok=True)
+    stem = f"ckpt-{global_step:09d}"
+    save_safetensors_atomic(weights, ckdir / f"{stem}.safetensors", metadata={"global_step": str(global_step)})
+    save_torch_atomic({"format": FORMAT, **state}, ckdir / f"{stem}.state.pt")
+    write_json_atomic(ckdir / LATEST, {"weights": f"{stem}.safetensors", "state": f"{stem}.state.pt",
+                                       "global_step": global_step, "epoch": int(state.get("epoch", 0)),
+                                       "step": int(state.get("step", 0))})
+    for old in ckdir.glob("ckpt-*"):
+        if not old.name.startswith(stem + "."):
+            old.unlink(missing_ok=True)
+    return ckdir / f"{stem}.safetensors"
+
+
+def latest_info(run_dir: str | Path) -> dict | None:
+    """The latest.json record of a run (None if it has no checkpoint yet)."""
+    path = Path(run_dir) / CKPT_DIR / LATEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_checkpoint(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """(weights, state) of the run's last good checkpoint; ConfigError if it has none."""
+    info = latest_info(run_dir)
+    if info is None:
+        raise ConfigError(f"{run_dir}: no checkpoint to resume from (checkpoints/latest.json missing)")
+    ckdir = Path(run_dir) / CKPT_DIR
+    weights = load_weights(ckdir / info["weights"], device)
+    state = torch.load(ckdir / info["state"], map_location=device, weights_only=True)
+    if state.get("format") != FORMAT:
+        raise ConfigError(f"{run_dir}: checkpoint format {state.get('format')!r} is not supported")
+    state["rng"]["torch"] = state["rng"]["torch"].cpu()  # RNG states must live on the CPU
+    return weights, state
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file as a name → tensor dict (no pickle involved)."""
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such weights file")
+    return load_file(str(path), device=str(device))
+
+
+def split_prefixed(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}

@@ -1,0 +1,162 @@
+"""The learning-rate range test (Smith 2017; fast.ai's lr_find): train a few hundred steps while the learning
+rate grows exponentially from `start_lr` to `end_lr`, record the loss, smooth it, suggest a learning rate.
+
+Suggestion rule (documented, and both numbers are reported): the LR at the steepest descent of the smoothed
+loss against log(LR) — the point where raising the LR helps most — and, as a cross-check, the LR of the
+smoothed-loss minimum divided by 10. The model's weights, the optimizer state and the RNG states are
+restored afterwards, so the test leaves everything as it found it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .config import TrainConfig
+
+
+@dataclass
+class LRFindResult:
+    """The curve (lrs, raw and smoothed losses) and the two suggestions."""
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    steepest: float
+    min_over_10: float
+    plot: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def suggestion(self) -> float:
+        return self.steepest
+
+
+def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader, criterion: nn.Module, *,
+               start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200, beta: float = 0.98,
+               diverge: float = 4.0) -> LRFindResult:
+    """Run the range test on (model, optimizer, loader) and restore all three's state afterwards."""
+    if not 0 < start_lr < end_lr:
+        raise ConfigError(f"lr-find needs 0 < start-lr < end-lr, got {start_lr} and {end_lr}")
+    if steps < 10:
+        raise ConfigError(f"lr-find needs at least 10 steps, got {steps}")
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(optimizer.state_dict())
+    saved_rng = torch.get_rng_state()
+    lrs, losses, smoothed = [], [], []
+    avg, best = 0.0, math.inf
+    try:
+        model.train()
+        it, epoch = iter(loader), 0
+        for i in range(steps):
+            try:
+                x, y = next(it)
+            except StopIteration:
+                epoch += 1
+                loader.set_epoch(epoch)
+                it = iter(loader)
+                x, y = next(it)
+            lr = start_lr * (end_lr / start_lr) ** (i / (steps - 1))
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            loss = criterion(model(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())  # one sync per step is inherent to this test: the curve is the product
+            if not math.isfinite(value):
+                break
+            avg = beta * avg + (1 - beta) * value
+            smooth = avg / (1 - beta ** (i + 1))  # bias-corrected exponential moving average
+            lrs.append(lr)
+            losses.append(value)
+            smoothed.append(smooth)
+            best = min(best, smooth)
+            if i > 10 and smooth > diverge * best:
+                break
+    finally:
+        model.load_state_dict(saved_model)
+        optimizer.load_state_dict(saved_opt)
+        torch.set_rng_state(saved_rng)
+        loader.set_epoch(0)
+    if len(lrs) < 5:
+        raise ConfigError("lr-find: the loss diverged at once; lower --start-lr")
+    return LRFindResult(lrs, losses, smoothed, *suggest(lrs, smoothed))
+
+
+def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
+    """(LR of steepest descent of the smoothed loss vs log LR, LR of the smoothed minimum / 10)."""
+    log_lr = np.log10(np.asarray(lrs))
+    s = np.asarray(smoothed)
+    imin = int(np.argmin(s))
+    grad = np.gradient(s, log_lr)
+    lo = max(1, len(s) // 20)  # skip the first few points: the smoother is still warming up there
+    hi = max(imin, lo + 1)
+    steep = lo + int(np.argmin(grad[lo:hi])) if hi > lo else imin
+    return float(lrs[steep]), float(lrs[imin] / 10)
+
+
+def plot_curve(result: LRFindResult, path: str | Path, title: str = "") -> Path:
+    """Loss vs learning rate (log x), both suggestions marked; PNG via matplotlib's Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..utils.io import atomic_path
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    ax.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss")
+    ax.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed loss")
+    ax.axvline(result.steepest, color="C3", ls="--", label=f"steepest descent {result.steepest:.2e}")
+    ax.axvline(result.min_over_10, color="C2", ls=":", label=f"min / 10 {result.min_over_10:.2e}")
+    ax.set_xscale("log")
+    top = np.percentile(result.smoothed, 95) * 1.3
+    ax.set_ylim(min(min(result.smoothed), min(result.losses)) * 0.9, top)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(title or "learning-rate range test")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7, end_lr: float = 10.0,
+            steps: int = 200, plot: str | Path | None = None, **overrides) -> LRFindResult:
+    """Range test for the model/data/optimizer a TrainConfig describes (single process)."""
+    from ..data import BatchLoader
+    from .optim import build_optimizer
+    from .run import build, load_data
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}), "lr_find()")
+    cfg = cfg.replace(**overrides).validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    dataset = load_data(cfg)
+    model = build(cfg, dataset)
+    augment = None
+    if cfg.augment:
+        from ..data.augment import build_augmentation
+
+        augment = build_augmentation(cfg.augment, dataset)
+    mean, std = dataset.channel_stats()
+    loader = BatchLoader(dataset.train, cfg.batch_size, shuffle=True, seed=cfg.seed, mean=mean, std=std,
+                         augment=augment)
+    optimizer = build_optimizer(model, cfg)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    result = range_test(model, optimizer, loader, criterion, start_lr=start_lr, end_lr=end_lr, steps=steps)
+    if plot is not None:
+        result.plot = plot_curve(result, plot, f"lr-find: {cfg.model} on {cfg.data} ({cfg.optimizer})")
+    return result

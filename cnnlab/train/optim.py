@@ -1,0 +1,125 @@
+"""Optimizers with weight decay on weights only, and the learning-rate schedules as one small, exactly
+resumable object (its whole state is the plateau scale; everything else is a function of the step)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_bn_bias: bool = False) -> list[dict]:
+    """Two groups: weights (matrices, conv kernels) with weight decay; biases and normalisation parameters
+    (every parameter with fewer than 2 dims: BN γ/β, biases, PReLU slopes) without, unless asked."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if decay_bn_bias or p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW over `param_groups`. AdamW's decay is decoupled; Adam's and
+    SGD's is the classic L2 term added to the gradient."""
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_bias)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    betas = (cfg.momentum, 0.999)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
+
+
+def l1_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters the L1 penalty applies to: the same 'weights only' set as weight decay."""
+    return [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+
+
+class LRSchedule:
+    """Learning rate as a function of the global optimizer step (per-step granularity for every schedule):
+
+    constant | warmup   lr
+    step                lr · gamma^floor(epoch / step_size)
+    exponential         lr · exp_gamma^floor(epoch)
+    cosine              min_lr + (lr - min_lr)·½(1 + cos(π t/T))
+    onecycle            cosine ramp lr/25 → lr over the first 30 %, then cosine anneal to lr/25e4 (Smith)
+    cyclic              snapshot ensembling (Huang 2017): cosine from lr to 0 within each of M equal cycles
+    plateau             lr · scale, scale ×= gamma after `plateau_patience` epochs without val improvement
+
+    A linear warm-up over `warmup_epochs` multiplies any of them. Call `apply(optimizer, step)` before each
+    step and `epoch_end(metric)` after each validation (plateau only).
+    """
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+        self.cfg = cfg
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total = cfg.epochs * self.steps_per_epoch
+        self.warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        if cfg.schedule == "warmup" and self.warmup == 0:
+            self.warmup = self.steps_per_epoch  # 'warmup' alone: one epoch of warm-up
+        self.scale = 1.0  # plateau state
+        self.best: float | None = None
+        self.bad_epochs = 0
+
+    def lr_at(self, step: int) -> float:
+        cfg, t, total = self.cfg, step, self.total
+        base = cfg.lr
+        epoch = t / self.steps_per_epoch
+        if cfg.schedule == "step":
+            lr = base * cfg.gamma ** math.floor(epoch / max(1, cfg.step_size))
+        elif cfg.schedule == "exponential":
+            lr = base * cfg.exp_gamma ** math.floor(epoch)
+        elif cfg.schedule == "cosine":
+            lr = cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+        elif cfg.schedule == "onecycle":
+            up = max(1, int(0.3 * total))
+            lo, end = base / 25.0, base / 25.0 / 1e4
+            if t < up:
+                lr = lo + (base - lo) * 0.5 * (1 - math.cos(math.pi * t / up))
+            else:
+                frac = min(1.0, (t - up) / max(1, total - up))
+                lr = end + (base - end) * 0.5 * (1 + math.cos(math.pi * frac))
+        elif cfg.schedule == "cyclic":
+            cycle = total / cfg.snapshots
+            lr = base * 0.5 * (1 + math.cos(math.pi * (t % cycle) / cycle))
+        else:  # constant, warmup, plateau
+            lr = base
+        if self.warmup and t < self.warmup:
+            lr *= (t + 1) / self.warmup
+        return lr * self.scale
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def epoch_end(self, metric: float, higher_is_better: bool = True) -> None:
+        """Plateau bookkeeping: after `plateau_patience` epochs without improvement, scale ×= gamma."""
+        if self.cfg.schedule != "plateau":
+            return
+        improved = self.best is None or (metric > self.best if higher_is_better else metric < self.best)
+        if improved:
+            self.best, self.bad_epochs = metric, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.cfg.plateau_patience:
+            self.scale *= self.cfg.gamma
+            self.bad_epochs = 0
+
+    def state_dict(self) -> dict:
+        return {"scale": float(self.scale), "best": float("nan") if self.best is None else float(self.best),
+                "bad_epochs": int(self.bad_epochs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale = float(state["scale"])
+        self.best = None if math.isnan(state["best"]) else float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
