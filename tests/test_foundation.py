@@ -123,3 +123,15 @@ def test_ceil_mode_pool_size_agrees_with_pytorch(kernel, stride, padding):
         except GeometryError:
             ours = None
         assert ours == torch_out, size
+
+
+def test_atomic_write_uses_ordinary_file_mode(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "r.json", {})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
