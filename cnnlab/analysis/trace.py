@@ -29,6 +29,55 @@ _META_SHAPE_KEEPERS = frozenset({F.batch_norm, F.layer_norm, F.group_norm, F.ins
 _BINARY = frozenset("add sub rsub mul div true_divide maximum minimum pow".split())
 
 
+def _broadcast(a: torch.Size, b: torch.Size) -> tuple[int, ...] | None:
+    """NumPy broadcasting of two shapes (torch.broadcast_shapes imports symbolic shapes, ~0.3 s)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b)):
+        return None
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
+
+
+def _meta_window_output(func, args, kwargs) -> torch.Tensor | None:
+    """The meta output of conv2d / max_pool2d / avg_pool2d on a 4-D input by (W - F + 2P)/S + 1: PyTorch's
+    meta kernels check shapes with torch._check, whose first use imports sympy-based symbolic shapes
+    (~0.3 s). None when the call is not plain enough to answer safely (PyTorch then runs it)."""
+    name = op_name(func)
+    x = args[0]
+    if x.dim() != 4 or name not in ("conv2d", "max_pool2d", "avg_pool2d"):
+        return None
+    if name == "conv2d":
+        params = dict(zip(("weight", "bias", "stride", "padding", "dilation", "groups"), args[1:]), **kwargs)
+        w = params.get("weight")
+        groups = params.get("groups", 1)
+        if not isinstance(w, torch.Tensor) or w.dim() != 4 or isinstance(params.get("padding"), str) \
+                or not isinstance(groups, int) or x.shape[1] != w.shape[1] * groups:
+            return None
+        kernel, channels, ceil = tuple(w.shape[-2:]), w.shape[0], False
+        stride, padding, dilation = params.get("stride", 1), params.get("padding", 0), params.get("dilation", 1)
+    else:
+        keys = ("kernel_size", "stride", "padding", "dilation", "ceil_mode") if name == "max_pool2d" else \
+            ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+        params = dict(zip(keys, args[1:]), **kwargs)
+        if params.get("return_indices"):
+            return None
+        kernel, channels, ceil = params.get("kernel_size"), x.shape[1], bool(params.get("ceil_mode", False))
+        stride = params.get("stride") or kernel
+        padding, dilation = params.get("padding", 0), params.get("dilation", 1)
+
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(int(a) for a in v)
+
+    try:
+        k, st, p, d = pair(kernel), pair(stride), pair(padding), pair(dilation)
+        hw = [conv_output_size(int(x.shape[2 + i]), k[i], st[i], p[i], d[i], ceil) for i in range(2)]
+    except (TypeError, ValueError, IndexError, GeometryError):
+        return None  # let PyTorch raise its own error for malformed calls
+    if name != "conv2d" and any(2 * p[i] > k[i] for i in range(2)):
+        return None  # PyTorch refuses padding beyond half the window; let it say so
+    return x.new_empty((x.shape[0], channels, *hw))
+
+
 def _meta_shortcut(func, args, kwargs) -> torch.Tensor | None:
     """The output of a shape-keeping op on meta tensors without running it: PyTorch's meta path for
     batch norm and many elementwise ops goes through Python decompositions that import torch._dynamo
@@ -43,11 +92,14 @@ def _meta_shortcut(func, args, kwargs) -> torch.Tensor | None:
     if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_meta:
         return None
     x = args[0]
+    windowed = _meta_window_output(func, args, kwargs)
+    if windowed is not None:
+        return windowed
     if func in _META_SHAPE_KEEPERS:
         stats = args[1] if len(args) > 1 and isinstance(args[1], torch.Tensor) else None
         if func in (F.batch_norm, torch.batch_norm) and stats is not None and stats.numel() != x.shape[1]:
             return None  # wrong channel count: let PyTorch raise its error
-        return torch.empty_like(x)
+        return x.new_empty(x.shape)
     if func is F.linear and len(args) >= 2 and isinstance(args[1], torch.Tensor) \
             and args[1].dim() == 2 and x.shape[-1] == args[1].shape[1]:  # else let PyTorch raise
         return x.new_empty((*x.shape[:-1], args[1].shape[0]))
@@ -74,9 +126,11 @@ def _meta_shortcut(func, args, kwargs) -> torch.Tensor | None:
         return x  # in-place: same tensor, same shape
     if name in _BINARY and len(args) >= 2:
         other = args[1]
-        shape = torch.broadcast_shapes(x.shape, other.shape) if isinstance(other, torch.Tensor) else x.shape
+        shape = _broadcast(x.shape, other.shape) if isinstance(other, torch.Tensor) else x.shape
+        if shape is None:
+            return None  # not broadcastable: let PyTorch raise its error
         return torch.empty(shape, dtype=torch.result_type(x, other), device="meta")
-    return torch.empty_like(x)
+    return x.new_empty(x.shape)
 
 
 @dataclass

@@ -17,11 +17,14 @@ class EpochProgress:
         self.enabled = enabled
         self.epochs = epochs
         self.console = Console(file=sys.stderr)
+        if not self.console.is_terminal:
+            # Logs and pipes get rich's 80-column default, which truncates the stats; a log can be wider.
+            self.console = Console(file=sys.stderr, width=120)
         self.progress = None
         self.task = None
         if enabled:
             self.progress = Progress(
-                TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
                 TimeRemainingColumn(), console=self.console, transient=False)
 

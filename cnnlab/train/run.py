@@ -246,10 +246,9 @@ def _finish(cfg: TrainConfig, trainer: Trainer, dataset, run_dir: Path, dist, wa
             name = "model_raw.safetensors" if cfg.ema_eval else "model_ema.safetensors"
             save_safetensors_atomic(other.state_dict(), run_dir / name)
         write_json_atomic(run_dir / "result.json", summary)
-        trainer.progress.console.print(
-            f"test accuracy {summary['test_accuracy']:.4f} ({round(summary['test_accuracy'] * test['test_count'])}"
-            f"/{test['test_count']}) after {trainer.epoch} epochs, {summary['seconds']:.1f} s of training", markup=False)
-        print(f"test accuracy {summary['test_accuracy']:.4f}; run written to {run_dir}", flush=True)
+        correct = round(summary["test_accuracy"] * test["test_count"])
+        print(f"test accuracy {summary['test_accuracy']:.4f} ({correct}/{test['test_count']}) after "
+              f"{trainer.epoch} epochs, {summary['seconds']:.1f} s of training; run written to {run_dir}", flush=True)
     digest_dir = os.environ.get("CNNLAB_RANK_DIGEST")  # test aid: each rank reports its final weights' hash
     if digest_dir:
         h = hashlib.sha256()
