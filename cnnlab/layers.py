@@ -65,25 +65,36 @@ class ConvNormAct(nn.Sequential):
         super().__init__(OrderedDict(layers))
 
 
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): in training, drop a whole residual branch for a sample with
-    probability `drop_prob`, scaling survivors by 1/(1-p) so eval (identity) needs no rescale."""
+DROP_PATH_MODES = ("batch", "sample")
 
-    def __init__(self, drop_prob: float = 0.0):
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, drop a whole residual branch with probability
+    `drop_prob`, scaling survivors by 1/(1-p) so eval (identity) needs no rescale.
+
+    `mode` "batch" draws one coin per mini-batch, as the paper ("for each mini-batch, randomly drop a
+    subset of layers"); "sample" draws one per sample (timm's DropPath, a lower-variance estimate).
+    The draw stays on the device (a mask multiply, no host sync)."""
+
+    def __init__(self, drop_prob: float = 0.0, mode: str = "batch"):
         super().__init__()
         if not 0.0 <= drop_prob < 1.0:
             raise ConfigError(f"stochastic-depth probability must be in [0, 1), got {drop_prob}")
+        if mode not in DROP_PATH_MODES:
+            raise ConfigError(f"unknown stochastic-depth mode {mode!r}; known: {', '.join(DROP_PATH_MODES)}")
         self.drop_prob = float(drop_prob)
+        self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.drop_prob == 0.0:
             return x
         keep = 1.0 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        first = x.shape[0] if self.mode == "sample" else 1
+        mask = x.new_empty((first,) + (1,) * (x.ndim - 1)).bernoulli_(keep)
         return x * mask / keep
 
     def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
+        return f"drop_prob={self.drop_prob}, mode={self.mode}"
 
 
 # --- initialisation ------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def test_unknown_activation_lists_table():
 
 
 def test_drop_path_identity_in_eval_and_unbiased_in_train():
-    dp = DropPath(0.5)
+    dp = DropPath(0.5, mode="sample")
     x = torch.ones(4000, 3)
     assert torch.equal(dp.eval()(x), x)
     dp.train()
@@ -82,6 +82,14 @@ def test_drop_path_identity_in_eval_and_unbiased_in_train():
     y = dp(x)
     assert set(y[:, 0].unique().tolist()) == {0.0, 2.0}          # whole rows dropped or scaled by 1/(1-p)
     assert abs(y.mean().item() - 1.0) < 0.08                      # expectation preserved
+
+
+def test_drop_path_batch_mode_drops_the_whole_batch():
+    dp = DropPath(0.5).train()                                    # the paper's default: one coin per batch
+    torch.manual_seed(0)
+    outs = [dp(torch.ones(16, 3)) for _ in range(200)]
+    assert all(set(y.unique().tolist()) in ({0.0}, {2.0}) for y in outs)
+    assert 70 < sum(bool(y[0, 0] == 0) for y in outs) < 130     # ~half the batches dropped
 
 
 def test_init_weights_schemes():

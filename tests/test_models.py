@@ -55,18 +55,10 @@ EXPECTED_PARAMS = {
 # The lectures' AlexNet table (003): conv1..conv5, fc6..fc8.
 ALEXNET_LAYERS = [34_944, 614_656, 885_120, 1_327_488, 884_992, 37_752_832, 16_781_312, 4_097_000]
 
-MINE = ("lenet", "alexnet", "vgg")
 NAMES = [m.name for m in list_models()]
 BIG = 20_000_000  # above this, canonical-size forwards run on the meta device (shapes only)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared by several test runs: one intra-op thread is ~10x faster than two contending."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _count(model: nn.Module) -> int:
@@ -161,6 +153,45 @@ def test_lenet_options_act_pool_order_init():
         cnnlab.build_model("lenet5", init="he")
 
 
+def test_lenet_options_are_listed_per_builder():
+    assert list(model_info("lenet5").options) == ["act", "pool", "order", "init"]
+    assert model_info("lenet1").options == {"act": "tanh", "pool": "avg", "order": "conv-act-pool", "init": "auto"}
+    assert model_info("lenet300").options == {"act": "tanh", "init": "auto"}
+    with pytest.raises(ConfigError, match=r"model 'lenet300' has no option 'pool'; its options: act='tanh'"):
+        cnnlab.build_model("lenet300", pool="max")
+    with pytest.raises(ConfigError, match="unknown order 'pool-conv'"):
+        cnnlab.build_model("lenet1", order="pool-conv")
+
+
+@pytest.mark.parametrize("name,act,std", [
+    # LeNet300's first layer, 784 -> 300: Xavier (tanh) std sqrt(2/(784+300)), He fan_out sqrt(2/300).
+    ("lenet300", "tanh", (2 / (784 + 300)) ** 0.5),
+    ("lenet300", "relu", (2 / 300) ** 0.5),
+])
+def test_lenet_auto_init_follows_the_activation(name, act, std):
+    torch.manual_seed(0)
+    weight = cnnlab.build_model(name, act=act).classifier[1].weight
+    assert weight.std().item() == pytest.approx(std, rel=0.03)
+    assert torch.count_nonzero(cnnlab.build_model(name, act=act).classifier[1].bias) == 0
+
+
+def test_alexnet_and_vgg_use_he_init():
+    torch.manual_seed(0)
+    conv = _build("vgg11", input_size=32, num_classes=10).features[3]     # 64 -> 128, 3x3: fan_out 1152
+    assert conv.weight.std().item() == pytest.approx((2 / 1152) ** 0.5, rel=0.03)
+    conv1 = _build("alexnet", input_size=67, num_classes=10).features[0]   # 96 @ 11x11: fan_out 11,616
+    assert conv1.weight.std().item() == pytest.approx((2 / 11_616) ** 0.5, rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["lenet300", "lenet5", "resnet18"])
+def test_non_positive_sizes_are_one_line_errors(name):
+    # Without the check an FC LeNet on 0x0 inputs would build a Linear(0, 300) that never trains.
+    with pytest.raises(GeometryError, match=rf"model '{name}': input size \(0, 32\) must be positive"):
+        cnnlab.build_model(name, input_size=(0, 32))
+    with pytest.raises(ConfigError, match=f"model '{name}': num_classes and in_channels must be positive"):
+        cnnlab.build_model(name, in_channels=0)
+
+
 def test_lenet5_geometry_error_before_forward():
     with pytest.raises(GeometryError) as exc:
         cnnlab.build_model("lenet5", input_size=(8, 8))
@@ -175,20 +206,46 @@ def test_vgg_geometry_error_names_the_pool():
         cnnlab.build_model("vgg16", input_size=16)
 
 
-# torchvision's VGG-16 conv indices in `features` (cfg D), without and with batch norm.
-TV_VGG16 = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
-TV_VGG16_BN = [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
+# The conv indices in `features` of every torchvision VGG (the keys of its published ImageNet weights).
+TV_VGG_CONVS = {
+    "vgg11": [0, 3, 6, 8, 11, 13, 16, 18],
+    "vgg13": [0, 2, 5, 7, 10, 12, 15, 17, 20, 22],
+    "vgg16": [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28],
+    "vgg19": [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34],
+    "vgg11_bn": [0, 4, 8, 11, 15, 18, 22, 25],
+    "vgg13_bn": [0, 3, 7, 10, 14, 17, 21, 24, 28, 31],
+    "vgg16_bn": [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40],
+    "vgg19_bn": [0, 3, 7, 10, 14, 17, 20, 23, 27, 30, 33, 36, 40, 43, 46, 49],
+}
 
 
-def test_vgg_state_dict_names_and_shapes_match_torchvision():
-    sd = _build("vgg16", "meta").state_dict()
-    expected = [f"features.{i}.{p}" for i in TV_VGG16 for p in ("weight", "bias")]
-    expected += [f"classifier.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")]
+@pytest.mark.parametrize("name", sorted(TV_VGG_CONVS))
+def test_every_torchvision_vgg_has_its_state_dict_names(name):
+    sd = _build(name, "meta").state_dict()
+    bn = name.endswith("_bn")
+    params = ("weight", "bias")
+    expected = []
+    for i in TV_VGG_CONVS[name]:
+        expected += [f"features.{i}.{p}" for p in params]
+        if bn:
+            expected += [f"features.{i + 1}.{p}" for p in (*params, "running_mean", "running_var",
+                                                               "num_batches_tracked")]
+    expected += [f"classifier.{i}.{p}" for i in (0, 3, 6) for p in params]
     assert list(sd) == expected
-    assert sd["features.0.weight"].shape == (64, 3, 3, 3) and sd["classifier.0.weight"].shape == (4096, 25088)
+    assert sd["classifier.0.weight"].shape == (4096, 512 * 7 * 7)
+
+
+def test_vgg_counts_round_to_the_papers_millions():
+    # Simonyan & Zisserman, Table 2: A, A-LRN 133; B 133; C 134; D 138; E 144 million.
+    paper = {"vgg11": 133, "vgg11_lrn": 133, "vgg13": 133, "vgg16_c": 134, "vgg16": 138, "vgg19": 144}
+    assert {n: round(EXPECTED_PARAMS[n] / 1e6) for n in paper} == paper
+
+
+def test_vgg_state_dict_shapes_match_torchvision():
+    sd = _build("vgg16", "meta").state_dict()
+    assert sd["features.0.weight"].shape == (64, 3, 3, 3) and sd["features.28.weight"].shape == (512, 512, 3, 3)
     bn = _build("vgg16_bn", "meta").state_dict()
-    convs = sorted({int(k.split(".")[1]) for k in bn if k.endswith("weight") and bn[k].ndim == 4})
-    assert convs == TV_VGG16_BN and "features.1.running_mean" in bn and "features.1.num_batches_tracked" in bn
+    assert bn["features.1.running_mean"].shape == (64,) and bn["features.41.weight"].shape == (512,)
     assert list(_build("vgg16_c", "meta").state_dict()["features.14.weight"].shape) == [256, 256, 1, 1]
 
 

@@ -31,13 +31,6 @@ REGISTERED_PARAMS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The suite shares a small CPU; one intra-op thread avoids oversubscription (much faster here).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def n_params(model: nn.Module) -> int:
@@ -354,9 +347,11 @@ def test_stochastic_depth_probability_grows_linearly():
     assert all(b.drop_path.drop_prob == 0 for b in build_meta("resnet34").blocks())
 
 
-def test_stochastic_depth_eval_is_deterministic_and_train_is_random():
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_stochastic_depth_eval_is_deterministic_and_train_is_random(mode):
     torch.manual_seed(0)
-    sd_model = build_model("resnet18", num_classes=10, input_size=32, stem="cifar", drop_path_rate=0.9)
+    sd_model = build_model("resnet18", num_classes=10, input_size=32, stem="cifar", drop_path_rate=0.9,
+                           drop_path_mode=mode)
     ref = build_model("resnet18", num_classes=10, input_size=32, stem="cifar")
     ref.load_state_dict(sd_model.state_dict())  # same weights, no drop path
     x = torch.randn(4, 3, 32, 32)
@@ -367,11 +362,23 @@ def test_stochastic_depth_eval_is_deterministic_and_train_is_random():
         deepest = sd_model.layer4[-1].train()
         assert deepest.drop_path.drop_prob == pytest.approx(0.9)
         h = torch.randn(32, 512, 2, 2)
-        outs = [deepest(h) for _ in range(3)]
-        assert not torch.equal(outs[0], outs[1]) or not torch.equal(outs[1], outs[2])
-        # A dropped sample's branch is gone: its output is relu(input), the shortcut alone.
-        dropped = [torch.equal(o[i], torch.relu(h[i])) for o in outs for i in range(32)]
-        assert 0 < sum(dropped) < len(dropped)
+        outs = [deepest(h) for _ in range(40)]  # p = 0.9: all 40 batches dropped has odds 0.9**40 < 2%
+        assert any(not torch.equal(outs[0], o) for o in outs[1:])
+        # A dropped branch is gone: the output is relu(input), the shortcut alone. The paper's mode
+        # drops the whole mini-batch at once (all 32 samples or none), timm's mode sample by sample.
+        dropped = [[torch.equal(o[i], torch.relu(h[i])) for i in range(32)] for o in outs]
+        per_call = [sum(d) for d in dropped]
+        assert 0 < sum(per_call) < 40 * 32
+        if mode == "batch":
+            assert set(per_call) <= {0, 32}
+        else:
+            assert any(0 < n < 32 for n in per_call)
+
+
+def test_stochastic_depth_mode_is_checked():
+    assert build_meta("resnet18", drop_path_rate=0.1).layer1[0].drop_path.mode == "batch"   # the paper's
+    with pytest.raises(ConfigError, match="unknown stochastic-depth mode 'layer'"):
+        build_model("resnet18", drop_path_rate=0.1, drop_path_mode="layer")
 
 
 # --- ConvNet interface ---------------------------------------------------------------------------------

@@ -20,12 +20,6 @@ conv3-256, conv3-256, conv3-256, maxpool, conv3-512, conv3-512, conv3-512, maxpo
 conv3-512, conv3-512, conv3-512, maxpool, FC-4096, FC-4096, FC-1000, soft-max"""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _mnist(spec: str, **kw):
@@ -73,6 +67,57 @@ def test_conv_token_stride_and_padding(token, stride, padding, out):
     conv = model.features[0]
     assert conv.stride == (stride, stride) and conv.padding == (padding, padding)
     assert model.forward_features(torch.zeros(1, 3, 32, 32)).shape[-1] == out
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("spec,features", [
+    ("dwconv3", 64 * 9 + 64),                                     # C*(F*F) + C
+    ("dwconv5", 64 * 25 + 64),
+    ("dwconv3 > conv1-128", (64 * 9 + 64) + (64 * 128 + 128)),     # depthwise-separable: 8,960
+    ("conv3-128", 64 * 128 * 9 + 128),                            # the standard conv it replaces: 73,856
+    ("dwconv3-128", 64 * 2 * 9 + 128),                            # channel multiplier 2
+])
+def test_depthwise_conv_parameter_counts(spec, features):
+    model = build_from_notation(spec, in_channels=64, input_size=8, num_classes=10)
+    assert sum(_params(m) for m in model.features) == features
+    # The head is the appended Flatten + fc10 on the conv-only trunk's real output.
+    width = model.features[-1].out_channels * 8 * 8
+    assert _params(model.classifier) == width * 10 + 10
+
+
+def test_depthwise_conv_filters_each_channel_on_its_own():
+    model = build_from_notation("dwconv3s2 > bn > relu > conv1-16", in_channels=4, input_size=9)
+    dw = model.features[0]
+    assert dw.groups == dw.in_channels == dw.out_channels == 4
+    assert dw.stride == (2, 2) and dw.padding == (1, 1) and dw.kernel_size == (3, 3)
+    # Oracle: channel i of the output is the i-th channel alone through a 1-channel conv.
+    x = torch.randn(2, 4, 9, 9)
+    with torch.no_grad():
+        out = dw(x)
+        assert out.shape == (2, 4, 5, 5)
+        for i in range(4):
+            alone = nn.functional.conv2d(x[:, i:i + 1], dw.weight[i:i + 1], dw.bias[i:i + 1], stride=2, padding=1)
+            assert torch.allclose(out[:, i:i + 1], alone, atol=1e-6)
+        assert model(x).shape == (2, 10)
+    valid = build_from_notation("dwconv5p0", in_channels=3, input_size=12)
+    assert valid.forward_features(torch.zeros(1, 3, 12, 12)).shape == (1, 3, 8, 8)
+
+
+def test_depthwise_conv_is_notation_anywhere_a_model_name_is():
+    # A lone dwconv token is recognised as notation (not looked up as a model name).
+    model = cnnlab.build_model("dwconv3", in_channels=8, input_size=4)
+    assert model.features[0].groups == 8 and model.num_classes == 10
+
+
+def test_conv_only_network_gets_a_classifier():
+    model = cnnlab.build_model("conv3-8 > relu > conv3-16 > relu", in_channels=1, input_size=6, num_classes=4)
+    assert [type(m).__name__ for m in model.classifier] == ["Flatten", "Linear"]
+    assert model.classifier[-1].in_features == 16 * 6 * 6 and model.classifier_name == "classifier.1"
+    with torch.no_grad():
+        assert model(torch.zeros(3, 1, 6, 6)).shape == (3, 4)
 
 
 @pytest.mark.parametrize("token,cls,k,s", [("maxpool", nn.MaxPool2d, 2, 2), ("maxpool3s2", nn.MaxPool2d, 3, 2),
@@ -141,6 +186,14 @@ def test_case_whitespace_newlines_and_activation_table():
     ("conv3-8 > dropout1.5", 2, "dropout1.5", "must be in [0, 1)"),
     ("conv3-8s2s2", 1, "conv3-8s2s2", "'s' given twice"),
     ("maxpoolpsame", 1, "maxpoolpsame", "pooling padding must be a number"),
+    ("maxpool2s0", 1, "maxpool2s0", "pooling kernel and stride must be at least 1"),
+    ("conv3-8 > maxpool0", 2, "maxpool0", "pooling kernel and stride must be at least 1"),
+    ("conv3-8s0", 1, "conv3-8s0", "stride must be at least 1"),
+    ("dwconv4 > relu", 1, "dwconv4", "even kernel (4) has no symmetric 'same' padding"),
+    ("dwconv3q1", 1, "dwconv3q1", "after 'dwconv3' only s<stride> and p<padding> may follow"),
+    ("dwconv3-0", 1, "dwconv3-0", "filter count must be at least 1"),
+    ("conv3-6 > dwconv3-8", 2, "dwconv3-8", "must be a multiple of its 6 input channels"),
+    ("fc10 > dwconv3", 2, "dwconv3", "a dwconv layer cannot follow the flatten/fc part"),
 ])
 def test_malformed_notation_points_at_the_bad_token(spec, pos, bad, why):
     with pytest.raises(NotationError) as exc:

@@ -5,15 +5,14 @@ variant, so only its layout (features / avgpool / classifier.1,4,6) is shared, n
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..layers import checked_output_shape, init_weights, make_lrn
-from .base import ConvNet
+from .base import SequentialNet, pool_stage_names
 from .registry import register_model
 
 
-class AlexNet(ConvNet):
+class AlexNet(SequentialNet):
     """conv1 96@11x11/4 - [LRN] - pool - conv2 256@5x5 p2 - [LRN] - pool - conv3 384, conv4 384,
     conv5 256 @3x3 p1 - pool - dropout, FC 4096 - dropout, FC 4096 - FC num_classes."""
 
@@ -43,16 +42,8 @@ class AlexNet(ConvNet):
             nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes))
         self.classifier_name = "classifier.6"
-        self.stage_names = tuple(f"features.{i}" for i, m in enumerate(self.features)
-                                 if isinstance(m, nn.MaxPool2d))
+        self.stage_names = pool_stage_names(self.features)
         init_weights(self, init)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
 
 
 @register_model("alexnet", "AlexNet (2012), single tower as the lectures count it: 5 conv + 3 FC on 227x227")

@@ -56,3 +56,29 @@ class ConvNet(nn.Module):
     def stages(self) -> list[tuple[str, nn.Module]]:
         """The named stages, shallow to deep."""
         return [(n, self.get_submodule(n)) for n in self.stage_names]
+
+
+class SequentialNet(ConvNet):
+    """A ConvNet that is an `nn.Sequential` trunk `features` then an `nn.Sequential` `classifier` whose
+    last layer is the final nn.Linear (LeNet, AlexNet, VGG, notation nets). An `avgpool` module, where a
+    subclass has one (torchvision's AlexNet/VGG layout), runs between the two, before flattening."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pool = getattr(self, "avgpool", None)
+        x = torch.flatten(x if pool is None else pool(x), 1)
+        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+
+
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def pool_stage_names(features: nn.Sequential, prefix: str = "features.") -> tuple[str, ...]:
+    """Stage names of a plain trunk: a stage ends where the resolution drops (at each pooling layer),
+    and the trunk's last layer closes the final stage."""
+    ends = [f"{prefix}{i}" for i, m in enumerate(features) if isinstance(m, _POOLS)]
+    if len(features) and f"{prefix}{len(features) - 1}" not in ends:
+        ends.append(f"{prefix}{len(features) - 1}")
+    return tuple(ends)

@@ -3,12 +3,11 @@ as the lectures present them (MNIST digits, 28x28 or 32x32 grey images, 10 class
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..layers import checked_output_shape, init_weights, make_activation, resolve_init
-from .base import ConvNet
+from .base import SequentialNet, pool_stage_names
 from .registry import register_model
 
 # Where the pooling sits relative to the non-linearity. LeNet-5's paper subsamples first (S2 averages,
@@ -35,7 +34,7 @@ def _conv_stage(in_ch: int, out_ch: int, act: str, pool: str | None, order: str)
     return [conv, _pool(pool), make_activation(act)]
 
 
-class LeNet(ConvNet):
+class LeNet(SequentialNet):
     """A conv trunk (`features`, possibly empty) then a fully connected `classifier` sized from the
     real geometry, so any input size the trunk accepts gives a working network."""
 
@@ -53,58 +52,64 @@ class LeNet(ConvNet):
         layers.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*layers)
         self.classifier_name = f"classifier.{len(layers) - 1}"
-        # Stages end where the resolution drops (each pooling layer); the last conv closes the trunk.
-        ends = [f"features.{i}" for i, m in enumerate(features) if isinstance(m, (nn.AvgPool2d, nn.MaxPool2d))]
-        if len(features) and f"features.{len(features) - 1}" not in ends:
-            ends.append(f"features.{len(features) - 1}")
-        self.stage_names = tuple(ends)
+        self.stage_names = pool_stage_names(features)
         init_weights(self, resolve_init(init, act))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if pre_logits:
-            return self.classifier[:-1](x)
-        return self.classifier(x)
+def _fc_lenet(hidden: list[int], name: str, num_classes, in_channels, input_size, *, act: str = "tanh",
+              init: str = "auto") -> LeNet:
+    """A fully connected LeNet300 variant with `hidden` layer widths; `init` auto is Xavier for tanh."""
+    return LeNet(nn.Sequential(), hidden, act, num_classes, in_channels, input_size, init, name)
+
+
+def _conv_lenet(stages: list[tuple[int, bool]], hidden: list[int], name: str, num_classes, in_channels,
+                input_size, *, act: str = "tanh", pool: str = "avg", order: str = "conv-act-pool",
+                init: str = "auto") -> LeNet:
+    """A convolutional LeNet: one 5x5 conv per (filters, pooled) stage (+ 2x2 `pool` where pooled, before
+    or after the activation per `order`), then fc layers of `hidden` widths and the output layer."""
+    layers: list[nn.Module] = []
+    c = in_channels
+    for filters, pooled in stages:
+        layers += _conv_stage(c, filters, act, pool if pooled else None, order)
+        c = filters
+    return LeNet(nn.Sequential(*layers), hidden, act, num_classes, in_channels, input_size, init, name)
 
 
 # --- fully connected LeNet300 (the lectures' starting point, 28x28 MNIST) -------------------------------
 
-@register_model("lenet", "LeNet300, output layer only: 784 -> 10 linear classifier (12.0% MNIST error)")
-def lenet300_linear(num_classes=10, in_channels=1, input_size=(28, 28), act="tanh", init="auto"):
-    return LeNet(nn.Sequential(), [], act, num_classes, in_channels, input_size, init, "LeNet300")
+@register_model("lenet", "LeNet300, output layer only: 784 -> 10 linear classifier (12.0% MNIST error)",
+                options_from=_fc_lenet)
+def lenet300_linear(num_classes=10, in_channels=1, input_size=(28, 28), **options):
+    return _fc_lenet([], "LeNet300", num_classes, in_channels, input_size, **options)
 
 
-@register_model("lenet", "LeNet300, one hidden FC layer: 784-300-10 (4.7% MNIST error)")
-def lenet300(num_classes=10, in_channels=1, input_size=(28, 28), act="tanh", init="auto"):
-    return LeNet(nn.Sequential(), [300], act, num_classes, in_channels, input_size, init, "LeNet300")
+@register_model("lenet", "LeNet300, one hidden FC layer: 784-300-10 (4.7% MNIST error)", options_from=_fc_lenet)
+def lenet300(num_classes=10, in_channels=1, input_size=(28, 28), **options):
+    return _fc_lenet([300], "LeNet300", num_classes, in_channels, input_size, **options)
 
 
-@register_model("lenet", "LeNet-300-100, two hidden FC layers: 784-300-100-10 (3.05% MNIST error)")
-def lenet300_100(num_classes=10, in_channels=1, input_size=(28, 28), act="tanh", init="auto"):
-    return LeNet(nn.Sequential(), [300, 100], act, num_classes, in_channels, input_size, init,
-                 "LeNet-300-100")
+@register_model("lenet", "LeNet-300-100, two hidden FC layers: 784-300-100-10 (3.05% MNIST error)",
+                options_from=_fc_lenet)
+def lenet300_100(num_classes=10, in_channels=1, input_size=(28, 28), **options):
+    return _fc_lenet([300, 100], "LeNet-300-100", num_classes, in_channels, input_size, **options)
 
 
 # --- convolutional LeNets ---------------------------------------------------------------------------------
 
-@register_model("lenet", "LeNet-1 (LeCun 1989-93): conv5-4, pool, conv5-12, pool, fc10 on 28x28 (1.7% error)")
-def lenet1(num_classes=10, in_channels=1, input_size=(28, 28), act="tanh", pool="avg",
-           order="conv-act-pool", init="auto"):
-    # Fully connected C3 (every 8x8 map sees all 4 maps): 3,246 parameters. The 1989 net's sparse
-    # C3 connection table and shared subsampling coefficients brought it to about 2,600.
-    features = nn.Sequential(*_conv_stage(in_channels, 4, act, pool, order),   # C1 4@24x24, S2 4@12x12
-                             *_conv_stage(4, 12, act, pool, order))            # C3 12@8x8, S4 12@4x4
-    return LeNet(features, [], act, num_classes, in_channels, input_size, init, "LeNet-1")
+@register_model("lenet", "LeNet-1 (LeCun 1989-93): conv5-4, pool, conv5-12, pool, fc10 on 28x28 (1.7% error)",
+                options_from=_conv_lenet)
+def lenet1(num_classes=10, in_channels=1, input_size=(28, 28), **options):
+    # C1 4@24x24, S2 4@12x12, C3 12@8x8, S4 12@4x4, output. C3 is fully connected (every 8x8 map sees
+    # all 4 maps): 3,246 parameters; the 1989 net's sparse C3 table and shared subsampling
+    # coefficients brought it to about 2,600.
+    return _conv_lenet([(4, True), (12, True)], [], "LeNet-1", num_classes, in_channels, input_size, **options)
 
 
-@register_model("lenet", "LeNet-5 (LeCun 1998): C1-S2-C3-S4-C5-F6-output on 32x32 (0.95% MNIST error)")
-def lenet5(num_classes=10, in_channels=1, input_size=(32, 32), act="tanh", pool="avg",
-           order="conv-act-pool", init="auto"):
-    # "Common form": C3 fully connected to S2 (the paper's C3 uses a 60-entry connection table and
-    # the paper's output layer is RBF units; both are replaced by plain conv / linear layers).
-    features = nn.Sequential(*_conv_stage(in_channels, 6, act, pool, order),   # C1 6@28x28, S2 6@14x14
-                             *_conv_stage(6, 16, act, pool, order),            # C3 16@10x10, S4 16@5x5
-                             *_conv_stage(16, 120, act, None, order))          # C5 120@1x1
-    return LeNet(features, [84], act, num_classes, in_channels, input_size, init, "LeNet-5")  # F6 84, output
+@register_model("lenet", "LeNet-5 (LeCun 1998): C1-S2-C3-S4-C5-F6-output on 32x32 (0.95% MNIST error)",
+                options_from=_conv_lenet)
+def lenet5(num_classes=10, in_channels=1, input_size=(32, 32), **options):
+    # C1 6@28x28, S2 6@14x14, C3 16@10x10, S4 16@5x5, C5 120@1x1, F6 84, output. The "common form": C3
+    # fully connected to S2 (the paper's C3 uses a 60-entry connection table and its output layer is
+    # RBF units; both are replaced by plain conv / linear layers).
+    return _conv_lenet([(6, True), (16, True), (120, False)], [84], "LeNet-5", num_classes, in_channels,
+                       input_size, **options)

@@ -7,6 +7,13 @@ Grammar (case-insensitive; tokens separated by `>`, `,` or new lines; whitespace
     conv<k>-<n>[s<s>][p<p>|psame]   k x k convolution with n filters, stride s (default 1), padding p;
                                     without p the padding is "same" (k // 2, odd k only), as the VGG
                                     table assumes; write p0 for a "valid" convolution (LeNet-5's C1).
+    dwconv<k>[-<n>][s<s>][p<p>|psame]  depthwise k x k convolution (MobileNet's "conv dw"): groups = C,
+                                    each input channel filtered on its own, no mixing across channels.
+                                    n filters as for conv, default C (one per channel); n must be a
+                                    multiple of C (n / C is the channel multiplier). Stride and padding
+                                    as for conv. C*k*k*(n/C) + n parameters: `dwconv3` on 64 channels has
+                                    64*9 + 64 = 640, and `dwconv3 > conv1-128` (a depthwise-separable
+                                    layer) 640 + 64*128 + 128 = 8,960 against conv3-128's 73,856.
     maxpool[<k>][s<s>][p<p>]        max pooling, k default 2, stride default k (the VGG table's maxpool)
     avgpool[<k>][s<s>][p<p>]        average pooling, same defaults
     gap | gmp                       global average / max pooling (to C x 1 x 1)
@@ -30,23 +37,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError, GeometryError
 from ..layers import ACTIVATIONS, init_weights, make_activation, make_lrn, module_output_shape, resolve_init
-from .base import ConvNet
+from .base import SequentialNet, pool_stage_names
 
 DEFAULT_INPUT_SIZE = (32, 32)
 DEFAULT_NUM_CLASSES = 10
 # ">" or "," or a line break; a ">"/"," at either end of a line break counts with it as one.
 _SEP = re.compile(r"[>,]?[ \t]*\n\s*[>,]?|[>,]")
 _CONV = re.compile(r"conv(\d+)-(\d+)(.*)")
+_DWCONV = re.compile(r"dwconv(\d+)(?:-(\d+))?(.*)")
 _POOL = re.compile(r"(max|avg)pool(\d*)(.*)")
 _FC = re.compile(r"fc-?(\d+)")
 _DROPOUT = re.compile(r"dropout-?(\d*\.?\d*)")
 _SUFFIX = re.compile(r"([sp])(\d+|same)")
-_EXPECTED = ("expected conv<k>-<n>[s<s>][p<p>], maxpool[<k>][s<s>], avgpool[<k>][s<s>], gap, gmp, fc<n>, "
+_EXPECTED = ("expected conv<k>-<n>[s<s>][p<p>], dwconv<k>[-<n>][s<s>][p<p>], maxpool[<k>][s<s>], avgpool[<k>][s<s>], gap, gmp, fc<n>, "
              "bn, dropout[<p>], lrn, flatten, softmax or an activation (" + ", ".join(ACTIVATIONS) + ")")
 
 
@@ -56,7 +63,7 @@ class NotationError(ConfigError):
 
 @dataclass(frozen=True)
 class Token:
-    """One parsed layer: its kind (conv, pool, gap, fc, bn, dropout, lrn, flatten, act, softmax)."""
+    """One parsed layer: its kind (conv, dwconv, pool, gap, fc, bn, dropout, lrn, flatten, act, softmax)."""
 
     kind: str
     text: str
@@ -87,6 +94,38 @@ def _suffixes(rest: str, text: str, pos: int, allowed: str, head: str) -> dict[s
     return out
 
 
+def _conv_token(kind: str, m: re.Match, text: str, pos: int) -> Token:
+    """A conv or dwconv token from its regex match: args (kernel, filters or None, stride, padding).
+
+    A dwconv without -<n> has filters None: one per input channel, known only when building."""
+    k, n, rest = int(m.group(1)), (int(m.group(2)) if m.group(2) else None), m.group(3)
+    head = f"{kind}{k}" + (f"-{n}" if n is not None else "")
+    sfx = _suffixes(rest, text, pos, "sp", head)
+    if k < 1 or n == 0:
+        raise _bad(text, pos, "kernel size and filter count must be at least 1")
+    stride = int(sfx.get("s", 1))
+    if stride < 1:
+        raise _bad(text, pos, "stride must be at least 1")
+    pad = sfx.get("p", "same")
+    if pad == "same":
+        if k % 2 == 0:
+            raise _bad(text, pos, f"an even kernel ({k}) has no symmetric 'same' padding; give p<padding>")
+        pad = k // 2
+    return Token(kind, text, pos, (k, n, stride, int(pad)))
+
+
+def _pool_token(m: re.Match, text: str, pos: int) -> Token:
+    """A max/avg pool token: args (max|avg, kernel (default 2), stride (default kernel), padding)."""
+    kind, k = m.group(1), int(m.group(2) or 2)
+    sfx = _suffixes(m.group(3), text, pos, "sp", f"{kind}pool{m.group(2)}")
+    if sfx.get("p") == "same":
+        raise _bad(text, pos, "pooling padding must be a number")
+    stride = int(sfx.get("s", k))
+    if k < 1 or stride < 1:
+        raise _bad(text, pos, "pooling kernel and stride must be at least 1")
+    return Token("pool", text, pos, (kind, k, stride, int(sfx.get("p", 0))))
+
+
 def parse(spec: str) -> list[Token]:
     """Tokenise and validate a notation string, without building anything."""
     if not isinstance(spec, str) or not spec.strip():
@@ -99,23 +138,11 @@ def parse(spec: str) -> list[Token]:
         if not t:
             raise _bad(text, pos, "empty token (two separators in a row or a trailing separator)")
         if m := _CONV.fullmatch(t):
-            k, n, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-            sfx = _suffixes(rest, text, pos, "sp", f"conv{k}-{n}")
-            if k < 1 or n < 1:
-                raise _bad(text, pos, "kernel size and filter count must be at least 1")
-            stride = int(sfx.get("s", 1))
-            pad = sfx.get("p", "same")
-            if pad == "same":
-                if k % 2 == 0:
-                    raise _bad(text, pos, f"an even kernel ({k}) has no symmetric 'same' padding; give p<padding>")
-                pad = k // 2
-            tokens.append(Token("conv", text, pos, (k, n, stride, int(pad))))
+            tokens.append(_conv_token("conv", m, text, pos))
+        elif m := _DWCONV.fullmatch(t):
+            tokens.append(_conv_token("dwconv", m, text, pos))
         elif m := _POOL.fullmatch(t):
-            kind, k = m.group(1), int(m.group(2) or 2)
-            sfx = _suffixes(m.group(3), text, pos, "sp", f"{kind}pool{m.group(2)}")
-            if sfx.get("p") == "same":
-                raise _bad(text, pos, "pooling padding must be a number")
-            tokens.append(Token("pool", text, pos, (kind, k, int(sfx.get("s", k)), int(sfx.get("p", 0)))))
+            tokens.append(_pool_token(m, text, pos))
         elif t in ("gap", "gmp"):
             tokens.append(Token("gap", text, pos, (t,)))
         elif m := _FC.fullmatch(t):
@@ -140,7 +167,7 @@ def parse(spec: str) -> list[Token]:
     return tokens
 
 
-class NotationNet(ConvNet):
+class NotationNet(SequentialNet):
     """A network written in the lectures' notation: `features` (spatial layers) and `classifier`
     (Flatten, then the fc part); `spec` keeps the normalised description."""
 
@@ -152,17 +179,7 @@ class NotationNet(ConvNet):
         self.features = features
         self.classifier = classifier
         self.classifier_name = f"classifier.{len(classifier) - 1}"
-        ends = [f"features.{i}" for i, m in enumerate(features)
-                if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
-        if len(features) and f"features.{len(features) - 1}" not in ends:
-            ends.append(f"features.{len(features) - 1}")
-        self.stage_names = tuple(ends)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
+        self.stage_names = pool_stage_names(features)
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}"
@@ -174,6 +191,13 @@ def _spatial(tok: Token, shape: tuple[int, int, int], index: int) -> tuple[nn.Mo
     if tok.kind == "conv":
         k, n, s, p = tok.args
         module: nn.Module = nn.Conv2d(c, n, k, stride=s, padding=p)
+    elif tok.kind == "dwconv":
+        k, n, s, p = tok.args
+        n = c if n is None else n
+        if n % c:
+            raise _bad(tok.text, tok.pos, f"a depthwise conv's filter count must be a multiple of its {c} "
+                                          f"input channels (n / C filters per channel), got {n}")
+        module = nn.Conv2d(c, n, k, stride=s, padding=p, groups=c)
     elif tok.kind == "pool":
         kind, k, s, p = tok.args
         if 2 * p > k:
@@ -191,6 +215,55 @@ def _spatial(tok: Token, shape: tuple[int, int, int], index: int) -> tuple[nn.Mo
         module = make_activation(tok.args[0])
     name = f"{tok.text!r} at position {tok.pos} (features.{index})"
     return module, module_output_shape(module, shape, name=name)
+
+
+def _layers(body: list[Token], shape: tuple[int, int, int]
+            ) -> tuple[list[nn.Module], list[nn.Module], tuple[int, int, int], int | None]:
+    """The feature modules (up to the first fc/flatten) and classifier modules of the parsed layers,
+    every conv/pool's geometry checked; returns them with the last feature shape and the flat width
+    (None if nothing flattened)."""
+    features: list[nn.Module] = []
+    classifier: list[nn.Module] = []
+    width: int | None = None  # set once flattened
+    for tok in body:
+        if width is None and tok.kind in ("fc", "flatten"):
+            classifier.append(nn.Flatten())
+            width = shape[0] * shape[1] * shape[2]
+            if tok.kind == "flatten":
+                continue
+        if width is None:
+            module, shape = _spatial(tok, shape, len(features))
+            features.append(module)
+        elif tok.kind in ("conv", "dwconv", "pool", "gap", "lrn", "flatten"):
+            raise _bad(tok.text, tok.pos, f"a {tok.kind} layer cannot follow the flatten/fc part of the network")
+        elif tok.kind == "fc":
+            classifier.append(nn.Linear(width, tok.args[0]))
+            width = tok.args[0]
+        elif tok.kind == "bn":
+            classifier.append(nn.BatchNorm1d(width))
+        elif tok.kind == "dropout":
+            classifier.append(nn.Dropout(tok.args[0]))
+        else:
+            classifier.append(make_activation(tok.args[0]))
+    return features, classifier, shape, width
+
+
+def _close_classifier(last: Token, classifier: list[nn.Module], shape: tuple[int, int, int],
+                      width: int | None, num_classes: int | None) -> int:
+    """Make the classifier end in a Linear with the model's class count (in place); returns that count.
+
+    A final fc is the classifier (an explicit num_classes overrides its width); otherwise Flatten (if
+    not yet flattened) + fc(num_classes, default 10) is appended."""
+    if last.kind == "fc":
+        if num_classes is not None and num_classes != classifier[-1].out_features:
+            classifier[-1] = nn.Linear(classifier[-1].in_features, num_classes)
+        return classifier[-1].out_features
+    num_classes = DEFAULT_NUM_CLASSES if num_classes is None else num_classes
+    if width is None:
+        classifier.append(nn.Flatten())
+        width = shape[0] * shape[1] * shape[2]
+    classifier.append(nn.Linear(width, num_classes))
+    return num_classes
 
 
 def build_from_notation(spec: str, num_classes: int | None = None, in_channels: int = 3,
@@ -214,46 +287,11 @@ def build_from_notation(spec: str, num_classes: int | None = None, in_channels: 
     if not body:
         raise NotationError("notation: the network has no layers besides softmax")
 
-    features: list[nn.Module] = []
-    classifier: list[nn.Module] = []
-    shape: tuple[int, int, int] = (in_channels, *input_size)
-    width: int | None = None  # set once flattened
-    for tok in body:
-        if width is None and tok.kind in ("fc", "flatten"):
-            classifier.append(nn.Flatten())
-            width = shape[0] * shape[1] * shape[2]
-            if tok.kind == "flatten":
-                continue
-        if width is None:
-            try:
-                module, shape = _spatial(tok, shape, len(features))
-            except GeometryError as exc:
-                size = f"{in_channels}x{input_size[0]}x{input_size[1]}"
-                raise GeometryError(f"notation for {size} inputs: {exc}") from None
-            features.append(module)
-        elif tok.kind in ("conv", "pool", "gap", "lrn", "flatten"):
-            raise _bad(tok.text, tok.pos, f"a {tok.kind} layer cannot follow the flatten/fc part of the network")
-        elif tok.kind == "fc":
-            classifier.append(nn.Linear(width, tok.args[0]))
-            width = tok.args[0]
-        elif tok.kind == "bn":
-            classifier.append(nn.BatchNorm1d(width))
-        elif tok.kind == "dropout":
-            classifier.append(nn.Dropout(tok.args[0]))
-        else:
-            classifier.append(make_activation(tok.args[0]))
-
-    if body[-1].kind == "fc":
-        # The final fc is the classifier; an explicit class count overrides its width.
-        if num_classes is not None and num_classes != classifier[-1].out_features:
-            classifier[-1] = nn.Linear(classifier[-1].in_features, num_classes)
-        num_classes = classifier[-1].out_features
-    else:
-        num_classes = DEFAULT_NUM_CLASSES if num_classes is None else num_classes
-        if width is None:
-            classifier.append(nn.Flatten())
-            width = shape[0] * shape[1] * shape[2]
-        classifier.append(nn.Linear(width, num_classes))
+    try:
+        features, classifier, shape, width = _layers(body, (in_channels, *input_size))
+    except GeometryError as exc:
+        raise GeometryError(f"notation for {in_channels}x{input_size[0]}x{input_size[1]} inputs: {exc}") from None
+    num_classes = _close_classifier(body[-1], classifier, shape, width, num_classes)
 
     canonical = " > ".join(t.text for t in tokens)
     model = NotationNet(canonical, nn.Sequential(*features), nn.Sequential(*classifier), int(num_classes),

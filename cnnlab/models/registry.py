@@ -15,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, GeometryError
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def model_info(name: str) -> ModelInfo:
 def is_notation(spec: str) -> bool:
     """A model spec written in the lectures' layer notation rather than a registered name."""
     return (any(ch in spec for ch in ">,\n ")
-            or re.match(r"^\s*((conv|fc|dropout)-?\d|(max|avg)pool)", spec, re.IGNORECASE) is not None)
+            or re.match(r"^\s*((dwconv|conv|fc|dropout)-?\d|(max|avg)pool)", spec, re.IGNORECASE) is not None)
 
 
 def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
@@ -124,7 +124,7 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int | No
     if name not in _REGISTRY and is_notation(name):
         from .notation import build_from_notation
 
-        return build_from_notation(name, num_classes=num_classes, in_channels=in_channels or 3,
+        return build_from_notation(name, num_classes=num_classes, in_channels=3 if in_channels is None else in_channels,
                                    input_size=input_size, **options)
     info = model_info(name)
     known = info.options
@@ -137,5 +137,8 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int | No
     kwargs["in_channels"] = info.in_channels if in_channels is None else int(in_channels)
     kwargs["input_size"] = info.input_size if input_size is None else tuple(int(v) for v in input_size)
     if kwargs["num_classes"] < 1 or kwargs["in_channels"] < 1:
-        raise ConfigError("num_classes and in_channels must be positive")
+        raise ConfigError(f"model {name!r}: num_classes and in_channels must be positive, got "
+                          f"{kwargs['num_classes']} and {kwargs['in_channels']}")
+    if min(kwargs["input_size"]) < 1:
+        raise GeometryError(f"model {name!r}: input size {kwargs['input_size']} must be positive")
     return info.builder(**kwargs)

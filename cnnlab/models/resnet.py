@@ -5,9 +5,10 @@ Architectures are data, as in timm: `RESNET_SPECS[name] = (block class, blocks p
   - `stem`: "imagenet" (7x7/2 conv + 3x3/2 max-pool, the paper's) or "cifar" (3x3/1 conv, no max-pool,
     so 32x32 inputs keep a 32x32 map in layer1, as in the paper's CIFAR-10 nets);
   - `drop_path_rate`: stochastic depth (Huang et al. 2016); block l of L (counted over the whole net)
-    drops its residual branch with probability p_l = l/L * drop_path_rate. Dropping is per sample
-    (timm's DropPath) rather than per mini-batch as in the paper; survivors are scaled by 1/(1-p_l) in
-    training so evaluation is the plain deterministic net (the paper rescales at test time instead);
+    drops its residual branch with probability p_l = l/L * drop_path_rate, for the whole mini-batch as
+    in the paper (`drop_path_mode="batch"`) or per sample as timm does (`drop_path_mode="sample"`);
+    survivors are scaled by 1/(1-p_l) in training so evaluation is the plain deterministic net (the
+    paper rescales at test time instead, the same in expectation);
   - `zero_init_residual`: zero the last BN gamma of every block so each starts as the identity
     (Goyal et al. 2017);
   - `shortcut`: "B" (1x1 projection when the shape changes, torchvision's and the paper's default for
@@ -65,7 +66,7 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 drop_prob: float = 0.0, residual: bool = True):
+                 drop_prob: float = 0.0, residual: bool = True, drop_mode: str = "batch"):
         super().__init__()
         self.conv1 = _conv3x3(in_ch, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -74,7 +75,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
         self.residual = residual
-        self.drop_path = DropPath(drop_prob)  # no parameters: state dicts are unaffected
+        self.drop_path = DropPath(drop_prob, drop_mode)  # no parameters: state dicts are unaffected
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -98,7 +99,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 drop_prob: float = 0.0, residual: bool = True):
+                 drop_prob: float = 0.0, residual: bool = True, drop_mode: str = "batch"):
         super().__init__()
         out_ch = planes * self.expansion
         self.conv1 = _conv1x1(in_ch, planes)
@@ -110,7 +111,7 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.residual = residual
-        self.drop_path = DropPath(drop_prob)
+        self.drop_path = DropPath(drop_prob, drop_mode)
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -150,8 +151,8 @@ class ResNet(ConvNet):
 
     def __init__(self, block: type[nn.Module], layers: Sequence[int], num_classes: int = 1000,
                  in_channels: int = 3, input_size: tuple[int, int] = (224, 224), *, residual: bool = True,
-                 stem: str = "imagenet", drop_path_rate: float = 0.0, zero_init_residual: bool = False,
-                 shortcut: str = "B"):
+                 stem: str = "imagenet", drop_path_rate: float = 0.0, drop_path_mode: str = "batch",
+                 zero_init_residual: bool = False, shortcut: str = "B"):
         super().__init__()
         if stem not in STEMS:
             raise ConfigError(f"unknown stem {stem!r}; known: {', '.join(STEMS)}")
@@ -163,6 +164,7 @@ class ResNet(ConvNet):
             raise ConfigError("a plain net has no residual branch to drop or zero-initialise")
         self.num_classes, self.in_channels, self.input_size = num_classes, in_channels, tuple(input_size)
         self.block, self.layers, self.residual, self.stem = block, tuple(layers), residual, stem
+        self.drop_path_mode = drop_path_mode
 
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
@@ -202,7 +204,7 @@ class ResNet(ConvNet):
                 downsample = nn.Sequential(_conv1x1(self.in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
             else:
                 downsample = PadShortcut(out_ch, stride)
-        block = self.block(self.in_ch, planes, stride, downsample, drop_prob, self.residual)
+        block = self.block(self.in_ch, planes, stride, downsample, drop_prob, self.residual, self.drop_path_mode)
         self.in_ch = out_ch
         return block
 
@@ -234,11 +236,13 @@ class ResNet(ConvNet):
 
 
 def _resnet(name: str, num_classes, in_channels, input_size, *, stem: str = "imagenet",
-            drop_path_rate: float = 0.0, zero_init_residual: bool = False, shortcut: str = "B") -> ResNet:
+            drop_path_rate: float = 0.0, drop_path_mode: str = "batch", zero_init_residual: bool = False,
+            shortcut: str = "B") -> ResNet:
     """The ResNet of RESNET_SPECS[name] (with shortcuts)."""
     block, layers = RESNET_SPECS[name]
     return ResNet(block, layers, num_classes, in_channels, tuple(input_size), stem=stem,
-                  drop_path_rate=drop_path_rate, zero_init_residual=zero_init_residual, shortcut=shortcut)
+                  drop_path_rate=drop_path_rate, drop_path_mode=drop_path_mode,
+                  zero_init_residual=zero_init_residual, shortcut=shortcut)
 
 
 def _plain(name: str, num_classes, in_channels, input_size, *, stem: str = "imagenet") -> ResNet:

@@ -11,12 +11,11 @@ torchvision's pooling, e.g. to fine-tune the 224 weights at another input size.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..layers import checked_output_shape, init_weights, make_activation, make_lrn
-from .base import ConvNet
+from .base import SequentialNet, pool_stage_names
 from .registry import register_model
 
 # An int n is a 3x3 conv with n filters (padding 1, stride 1), "M" a 2x2/2 max-pool, "LRN" local
@@ -63,7 +62,7 @@ def make_layers(cfg: list, in_channels: int = 3, batch_norm: bool = False, act: 
     return nn.Sequential(*layers)
 
 
-class VGG(ConvNet):
+class VGG(SequentialNet):
     """features (a cfg's trunk) - avgpool (Identity or adaptive 7x7) - classifier FC 4096-4096-K.
 
     `init`: kaiming (default; He et al. 2015 showed it trains deep VGG-style nets from scratch, where the
@@ -89,16 +88,8 @@ class VGG(ConvNet):
             nn.Linear(4096, 4096), make_activation(act), nn.Dropout(dropout),
             nn.Linear(4096, num_classes))
         # One stage per resolution: each ends at its max-pool.
-        self.stage_names = tuple(f"features.{i}" for i, m in enumerate(self.features)
-                                 if isinstance(m, nn.MaxPool2d))
+        self.stage_names = pool_stage_names(self.features)
         init_weights(self, init)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.classifier[:-1](x) if pre_logits else self.classifier(x)
 
 
 def _vgg(cfg: str, batch_norm: bool, num_classes, in_channels, input_size, *, act: str = "relu",
