@@ -36,6 +36,18 @@ def test_summary_json_and_other_formats(capsys):
     assert rc == 0 and "62,378,344" in out and "Linear 94.0%" in out and "Conventions:" in out
 
 
+def test_summary_of_notation_and_strict(capsys):
+    rc, out, _ = run(capsys, "summary", "conv5-6p0 > tanh > avgpool2 > fc10", "--input", "1x32x32",
+                     "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and [r["output_shape"] for r in doc["layers"][:3]] == [[1, 6, 28, 28]] * 2 + [[1, 6, 14, 14]]
+    assert doc["totals"]["params"] == (5 * 5 + 1) * 6 + (6 * 14 * 14 + 1) * 10
+    rc, out, _ = run(capsys, "summary", "conv3-4s3p0", "--input", "1x7x7")
+    assert rc == 0 and "does not fit" in out and "2.33" in out  # (7 - 3)/3 + 1
+    rc, out, err = run(capsys, "summary", "conv3-4s3p0", "--input", "1x7x7", "--strict")
+    assert rc == 2 and out == "" and "--strict" in err and "2.33" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["summary", "resnet18", "--input", "3x224"], "CxHxW"),
     (["summary", "resnet1800", "--input", "3x224x224"], "unknown model"),
@@ -43,6 +55,8 @@ def test_summary_json_and_other_formats(capsys):
     (["compare", "lenet5"], "exactly two"),
     (["conv", "--input", "1 2; 3", "--kernel", "1"], "every row"),
     (["conv", "--input", "1 2; 3 4", "--kernel", "1 1 1; 1 1 1; 1 1 1"], "too small"),
+    (["conv", "--input", "1 2; 3 4", "--kernel", "1", "--pool", "max", "--pool-size", "0"], "--pool-size"),
+    (["compare", "lenet5", "lenet1", "--demo", "depthwise"], "not both"),
 ])
 def test_errors_are_one_line_exit_2(capsys, argv, needle):
     rc, out, err = run(capsys, *argv)
@@ -66,9 +80,37 @@ def test_compare_depthwise_demo_shows_lecture_ratio(capsys):
     doc = json.loads(out)
     assert rc == 0
     assert doc["rows"]["flops"]["ratio"] == pytest.approx(1 / 64 + 1 / 9, abs=1e-12)
-    assert doc["predicted_flops_ratio"] == pytest.approx(1 / 64 + 1 / 9)
-    rc, out, _ = run(capsys, "compare", "lenet5", "lenet1", "--input", "1x32x32")
-    assert rc == 0 and "B / A" in out
+    sep = doc["separable"]
+    assert (sep["d_in"], sep["d_out"], sep["kernel"]) == (32, 64, 3)
+    assert sep["predicted_fraction"] == "73/576"  # 1/64 + 1/9 = (9 + 64)/576
+    assert sep["conv_params"]["b"] == 32 * 9 + 32 * 64 and sep["conv_params"]["a"] == 32 * 9 * 64
+    rc, out, _ = run(capsys, "compare", "--demo", "depthwise")  # defaults: 64x56x56, D_out 128, F 3
+    assert rc == 0 and "1/128 + 1/9 = 0.1189" in out and "= 0.1189" in out.split("conv MACs")[1]
+
+
+def test_compare_notation_standard_vs_separable(capsys):
+    rc, out, _ = run(capsys, "compare", "conv3-128", "dwconv3 > conv1-128", "--input", "64x56x56",
+                     "--format", "json")
+    assert rc == 0
+    sep = json.loads(out)["separable"]
+    # Hand count on 64x56x56, "same" padding: standard 64*9*128*56*56; separable 64*9*56*56 + 64*128*56*56.
+    assert sep["conv_macs"]["a"] == 231_211_008 and sep["conv_macs"]["b"] == 1_806_336 + 25_690_112
+    assert sep["conv_macs"]["ratio"] == pytest.approx(1 / 128 + 1 / 9, abs=1e-12)
+    assert sep["predicted_ratio"] == pytest.approx(1 / 128 + 1 / 9, abs=1e-12)
+    # With biases: (64*9*128 + 128) vs (64*9 + 64) + (64*128 + 128): near, not equal, to the formula.
+    assert (sep["conv_params"]["a"], sep["conv_params"]["b"]) == (73_856, 640 + 8_320)
+    rc, out, _ = run(capsys, "compare", "conv3-128", "dwconv3 > conv1-128", "--input", "64x56x56")
+    assert rc == 0 and "conv MACs   B/A = 27,496,448 / 231,211,008 = 0.1189" in out
+    assert "lectures' 1/D_out + 1/F^2 = 1/128 + 1/9 = 0.1189" in out and "biases make it differ" in out
+
+
+def test_compare_unrelated_models_has_no_prediction(capsys):
+    rc, out, _ = run(capsys, "compare", "lenet5", "lenet1", "--input", "1x32x32", "--format", "json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["separable"] is None
+    assert doc["rows"]["params"]["ratio"] == pytest.approx(doc["rows"]["params"]["b"] / 61_706)
+    rc, out, _ = run(capsys, "compare", "conv3-128", "dwconv5 > conv1-128", "--input", "64x28x28")
+    assert rc == 0 and "B / A" in out and "Depthwise-separable" not in out  # 5x5 vs 3x3: not a pair
 
 
 def test_conv_x_filter_lecture_001(capsys):
@@ -82,7 +124,10 @@ def test_conv_cartesian_axes_exercise_lecture_004(capsys):
     rc, out, _ = run(capsys, "conv", "--input", "0 1 0 1; 0 1 0 1; 1 1 1 1; 0 -2 0 -2", "--kernel", vertical,
                      "--kernel", "-1/2 -1/2 -1/2; 1 1 1; -1/2 -1/2 -1/2", "--pool", "max")
     assert rc == 0 and maps(out)[0] == [[2, -2], [-1, 1]]  # the slides' worked answer
-    assert "max pool 2 of map 0:\n2\n" in out
+    # The horizontal filter (the slides leave it to the reader), by hand: top-left window
+    # -1/2*(0+1+0) + (0+1+0) - 1/2*(1+1+1) = -1; bottom-right -1/2*(1+0+1) + 3 - 1/2*(-2+0-2) = 4.
+    assert maps(out)[1] == [[-1, -0.5], [3.5, 4]]
+    assert "max pool 2 of map 0:\n2\n" in out and "max pool 2 of map 1:\n4\n" in out
 
 
 # CS231n filter-bank demo (lecture 004): 7x7x3 padded input (5x5x3 + pad 1), two 3x3x3 filters, stride 2.

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from torch import nn
+from torch.nn import functional as F
 
 from cnnlab import summarize
 from cnnlab.analysis import SCHEMA_VERSION
@@ -26,6 +27,7 @@ def test_one_5x5_filter_on_3x32x32_matches_lecture():
     assert row.params == 5 * 5 * 3 + 1 == 76
     assert row.macs == 5 * 5 * 3 * 28 * 28 == 58_800
     assert row.flops == 117_600
+    assert row.activation_bytes == 28 * 28 * 4  # one float32 feature map
     assert summarize(nn.Conv2d(3, 10, 5), (3, 32, 32)).totals["params"] == 760  # "ten filters: 760"
 
 
@@ -58,7 +60,9 @@ def test_depthwise_separable_ratio_is_lecture_formula():
         std, sep = depthwise_pair(d_in, d_out, f)
         a, b = summarize(std, (d_in, 14, 14)), summarize(sep, (d_in, 14, 14))
         assert Fraction(b.totals["flops"], a.totals["flops"]) == predicted_depthwise_ratio(d_out, f)
-        assert predicted_depthwise_ratio(d_out, f) == Fraction(1, d_out) + Fraction(1, f * f)
+    # By hand: 1/64 + 1/9 = 73/576; MobileNet's 3x3 layers save "8 to 9 times".
+    assert predicted_depthwise_ratio(64, 3) == Fraction(73, 576)
+    assert 8 < 1 / predicted_depthwise_ratio(512, 3) < 9
 
 
 class Inception(nn.Module):
@@ -90,6 +94,32 @@ def test_branches_take_the_largest_field_and_dilation_counts():
     assert r.totals["output_receptive_field"]["size"] == [3 + 2 * 2, 3 + 2 * 2]  # 3, then +(3-1)*2
     add = [row for row in r.layers if row.type == "add"]
     assert add and add[0].flops == 3 * 16 * 16 and add[0].macs == 0  # residual add: 1 FLOP per element
+
+
+class Functional(nn.Module):
+    """Windows given to F.conv2d / F.max_pool2d by keyword, as hand-written forwards often do."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(4, 3, 3, 3))
+
+    def forward(self, x):
+        x = F.conv2d(x, self.w, stride=2, padding=1)
+        return F.max_pool2d(x, kernel_size=3, stride=2)
+
+
+def test_functional_windows_read_keyword_arguments():
+    s = summarize(Functional(), (3, 16, 16))
+    conv, pool = s.layers[:2]
+    assert (conv.kernel, conv.stride, conv.padding) == ([3, 3], [2, 2], [1, 1])
+    assert conv.output_shape == [1, 4, 8, 8] and conv.macs == 4 * 8 * 8 * 3 * 9
+    # r: 3, then 3 + (3-1)*2 = 7; j: 2, then 4; centre: 0 + (1-1)*1 = 0, then 0 + (3-1)/2*2 = 2
+    assert conv.receptive_field["size"] == [3, 3] and conv.receptive_field["jump"] == [2, 2]
+    assert pool.receptive_field == {"size": [7, 7], "jump": [4, 4], "centre": [2, 2], "global": False,
+                                    "unknown": False}
+    assert "8.50" in conv.fit and "3.50" in pool.fit  # (16-3+2)/2+1 and (8-3)/2+1 do not fit
+    with pytest.raises(GeometryError, match="8.50"):
+        summarize(Functional(), (3, 16, 16), strict=True)
 
 
 def test_does_not_fit_flag_and_strict():
@@ -179,9 +209,27 @@ layer = st.one_of(
 )
 
 
+class FunctionalStack(nn.Module):
+    """The same conv/pool stack written with F.conv2d / F.max_pool2d / F.avg_pool2d keyword calls."""
+
+    def __init__(self, modules):
+        super().__init__()
+        self.layers = nn.ModuleList(modules)
+
+    def forward(self, x):
+        for m in self.layers:
+            if isinstance(m, nn.Conv2d):
+                x = F.conv2d(x, m.weight, m.bias, stride=m.stride, padding=m.padding, dilation=m.dilation)
+            elif isinstance(m, nn.MaxPool2d):
+                x = F.max_pool2d(x, kernel_size=m.kernel_size, stride=m.stride, padding=m.padding)
+            else:
+                x = F.avg_pool2d(x, m.kernel_size, m.stride, m.padding)
+        return x
+
+
 @settings(max_examples=40, deadline=None)
-@given(st.lists(layer, min_size=1, max_size=5), st.integers(8, 40))
-def test_shape_inference_agrees_with_real_forward(spec, size):
+@given(st.lists(layer, min_size=1, max_size=5), st.integers(8, 40), st.booleans())
+def test_shape_inference_agrees_with_real_forward(spec, size, functional):
     mods, ch = [], 2
     for kind, k, s, p, d in spec:
         p = min(p, k // 2)  # PyTorch pooling requires p <= k/2
@@ -190,15 +238,17 @@ def test_shape_inference_agrees_with_real_forward(spec, size):
             ch = 3
         else:
             mods.append((nn.MaxPool2d if kind == "max" else nn.AvgPool2d)(k, s, p))
-    model = nn.Sequential(*mods)
+    model = FunctionalStack(mods) if functional else nn.Sequential(*mods)
     try:
         expected = model(torch.zeros(1, 2, size, size)).shape
     except RuntimeError:
-        with pytest.raises(GeometryError):
+        # modules: the lectures' formula (GeometryError); functional calls: PyTorch's own one-line reason
+        with pytest.raises(CnnlabError if functional else GeometryError):
             summarize(model, (2, size, size))
         return
     s = summarize(model, (2, size, size))
-    assert s.layers[-1].output_shape == list(expected)
+    assert [r for r in s.layers if r.ran][-1].output_shape == list(expected)
+    assert s.totals["output_shape"] == list(expected)
     # jump is the product of strides; size grows by (k-1)*d*jump per layer (lecture recurrence)
     r, j = 1, 1
     for kind, k, st_, p, d in spec:

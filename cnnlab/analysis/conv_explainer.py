@@ -21,7 +21,8 @@ Matrix = list[list[Fraction]]
 Volume = list[Matrix]  # channels x rows x columns
 
 
-def _number(tok: str) -> Fraction:
+def parse_number(tok: str) -> Fraction:
+    """An exact number from text: an integer, a decimal or a fraction such as -1/2."""
     try:
         return Fraction(tok)
     except (ValueError, ZeroDivisionError):
@@ -45,13 +46,13 @@ def parse_volume(text: str, what: str = "input") -> Volume:
     vol = []
     for chan in channels:
         rows = [r for r in chan.replace("\n", ";").split(";") if r.strip()]
-        vol.append([[_number(t) for t in r.replace(",", " ").split()] for r in rows])
+        vol.append([[parse_number(t) for t in r.replace(",", " ").split()] for r in rows])
     return _check_volume(vol, what)
 
 
 def _from_nested(obj, what: str) -> Volume:
     def frac(v):
-        return Fraction(str(v)) if not isinstance(v, str) else _number(v)
+        return Fraction(str(v)) if not isinstance(v, str) else parse_number(v)
 
     if isinstance(obj, list) and obj and isinstance(obj[0], list) and obj[0] and not isinstance(obj[0][0], list):
         obj = [obj]  # one channel
@@ -82,12 +83,11 @@ def load_volume(spec: str, what: str = "input") -> Volume:
 
 @dataclass
 class ConvResult:
-    """Output feature maps (one per kernel), their per-unit multiply-adds, and the optional pooling."""
+    """Output feature maps (one per kernel), their per-unit multiply-adds and "does not fit" notes."""
 
     maps: list[Matrix]
     steps: list[list[list[str]]]
     fit_notes: list[str] = field(default_factory=list)
-    pooled: list[Matrix] | None = None
 
 
 def _pad(mat: Matrix, p: int) -> Matrix:
@@ -102,6 +102,30 @@ def fmt(v: Fraction) -> str:
     if v.denominator == 1:
         return str(v.numerator)
     return f"{float(v):.4f}".rstrip("0")
+
+
+def _unit(xp: Volume, k: Volume, bias: Fraction, top: int, left: int) -> tuple[Fraction, list[str]]:
+    """One output unit: the window of the padded input `xp` at (top, left) times kernel `k`, summed over
+    all channels, plus the bias; and the products written out."""
+    terms, total = [], Fraction(0)
+    for x_chan, k_chan in zip(xp, k):
+        for a, k_row in enumerate(k_chan):
+            for b, kv in enumerate(k_row):
+                xv = x_chan[top + a][left + b]
+                total += xv * kv
+                terms.append(f"{fmt(xv)}*{fmt(kv)}")
+    return total + bias, terms
+
+
+def _fit_notes(n: int, h: int, w: int, kh: int, kw: int, stride: int, padding: int) -> list[str]:
+    """The lectures' "does not fit" check of kernel n: (W - F + 2P)/S + 1 not an integer, per axis."""
+    notes = []
+    for size, ks, axis in ((h, kh, "rows"), (w, kw, "columns")):
+        ok, exact = fits(size, ks, stride, padding)
+        if not ok:
+            notes.append(f"kernel {n + 1} does not fit the {axis}: ({size} - {ks} + 2*{padding})/{stride} + 1"
+                         f" = {exact:.2f}, floored to {int(exact)}")
+    return notes
 
 
 def convolve(x: Volume, kernels: list[Volume], biases: list[Fraction] | None = None, stride: int = 1,
@@ -125,26 +149,15 @@ def convolve(x: Volume, kernels: list[Volume], biases: list[Fraction] | None = N
             k = [[row[::-1] for row in mat[::-1]] for mat in k]
         ho = conv_output_size(h, kh, stride, padding, layer=f"kernel {n + 1}")
         wo = conv_output_size(w, kw, stride, padding, layer=f"kernel {n + 1}")
-        for size, ks, axis in ((h, kh, "rows"), (w, kw, "columns")):
-            ok, exact = fits(size, ks, stride, padding)
-            if not ok:
-                notes.append(f"kernel {n + 1} does not fit the {axis}: ({size} - {ks} + 2*{padding})/{stride} + 1"
-                             f" = {exact:.2f}, floored to {int(exact)}")
+        notes += _fit_notes(n, h, w, kh, kw, stride, padding)
         out, out_steps = [], []
         for i in range(ho):
             row, row_steps = [], []
             for j in range(wo):
-                terms, total = [], Fraction(0)
-                for ch in range(c):
-                    for a in range(kh):
-                        for bb in range(kw):
-                            xv, kv = xp[ch][i * stride + a][j * stride + bb], k[ch][a][bb]
-                            total += xv * kv
-                            terms.append(f"{fmt(xv)}*{fmt(kv)}")
-                total += b
-                row.append(total)
+                value, terms = _unit(xp, k, b, i * stride, j * stride)
+                row.append(value)
                 bias_txt = f" + {fmt(b)}" if b != 0 else ""
-                row_steps.append(f"o{n}[{i},{j}] = " + " + ".join(terms) + f"{bias_txt} = {fmt(total)}")
+                row_steps.append(f"o{n}[{i},{j}] = " + " + ".join(terms) + f"{bias_txt} = {fmt(value)}")
             out.append(row)
             out_steps.append(row_steps)
         maps.append(out)
@@ -156,7 +169,9 @@ def pool(mat: Matrix, kind: str = "max", size: int = 2, stride: int | None = Non
     """Max or average pooling of one map (no padding; a window that does not fit is an error)."""
     if kind not in ("max", "avg"):
         raise ConfigError(f"--pool must be max or avg, got {kind!r}")
-    stride = stride or size
+    stride = size if stride is None else stride
+    if size < 1 or stride < 1:
+        raise ConfigError(f"--pool-size and --pool-stride must be >= 1, got {size} and {stride}")
     h, w = len(mat), len(mat[0])
     if size > h or size > w:
         raise GeometryError(f"pool window {size} is larger than the {h}x{w} feature map")
@@ -172,6 +187,7 @@ def pool(mat: Matrix, kind: str = "max", size: int = 2, stride: int | None = Non
 
 
 def format_matrix(mat: Matrix) -> str:
+    """Rows of right-aligned exact numbers, as the slides print a feature map."""
     cells = [[fmt(v) for v in row] for row in mat]
     width = max(len(c) for row in cells for c in row)
     return "\n".join("  ".join(c.rjust(width) for c in row) for row in cells)

@@ -41,7 +41,8 @@ COUNTED_MODULES = ((nn.Conv2d, nn.Conv1d, nn.Linear) + _ACTIVATIONS + _NORMS + _
 
 
 def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
+    """An int or a 1-/2-sequence as an (h, w) pair of ints."""
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
 
 
 def is_counted_module(module: nn.Module) -> bool:
@@ -65,6 +66,56 @@ def window(module: nn.Module) -> dict | None:
                 "padding": _pair(module.padding), "dilation": _pair(getattr(module, "dilation", 1)),
                 "groups": None, "ceil_mode": bool(module.ceil_mode)}
     return None
+
+
+_CALL_PARAMS = {
+    "conv2d": ("weight", "bias", "stride", "padding", "dilation", "groups"),
+    "max_pool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "avg_pool2d": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+}
+WINDOW_OPS = frozenset(_CALL_PARAMS)
+
+
+def call_window(name: str, args: tuple, kwargs: dict) -> dict | None:
+    """window() for a functional F.conv2d / F.max_pool2d / F.avg_pool2d call on a 4-D input (`name` as
+    op_name gives it), reading positional and keyword arguments alike. Conv windows also carry
+    `cin_per_group` and `out_channels`. None for other calls and for calls not plain enough to read
+    exactly (a "same" padding with an even effective kernel, pooling indices, malformed arguments:
+    PyTorch then computes or rejects them itself)."""
+    keys = _CALL_PARAMS.get(name)
+    if keys is None or not args or getattr(args[0], "ndim", 0) != 4:
+        return None
+    params = {**dict(zip(keys, args[1:])), **kwargs}
+    try:
+        if name == "conv2d":
+            w = params.get("weight")
+            if getattr(w, "ndim", 0) != 4:
+                return None
+            kernel, dilation = _pair(tuple(w.shape[-2:])), _pair(params.get("dilation", 1))
+            stride, padding = _pair(params.get("stride", 1)), params.get("padding", 0)
+            if isinstance(padding, str):  # "same" is symmetric only for odd effective kernels, stride 1 only
+                if padding == "valid":
+                    padding = 0
+                elif padding == "same" and stride == (1, 1) and all(d * (k - 1) % 2 == 0
+                                                                    for k, d in zip(kernel, dilation)):
+                    padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+                else:
+                    return None
+            groups = params.get("groups", 1)
+            if not isinstance(groups, int):
+                return None
+            return {"kernel": kernel, "stride": stride, "padding": _pair(padding),
+                    "dilation": dilation, "groups": groups, "ceil_mode": False,
+                    "cin_per_group": int(w.shape[1]), "out_channels": int(w.shape[0])}
+        if params.get("return_indices"):
+            return None
+        kernel = _pair(params["kernel_size"])
+        stride = params.get("stride")
+        return {"kernel": kernel, "stride": _pair(stride) if stride else kernel,
+                "padding": _pair(params.get("padding", 0)), "dilation": _pair(params.get("dilation", 1)),
+                "groups": None, "ceil_mode": bool(params.get("ceil_mode", False))}
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def count_module(module: nn.Module, in_numel: int, out_shape: tuple[int, ...]) -> tuple[int | None, int | None]:

@@ -77,11 +77,13 @@ class Summary:
 
 
 def _restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    """Put back every module's train/eval flag as recorded before the analysis."""
     for m, training in modes:
         m.training = training
 
 
 def _input_size(model: nn.Module, input_size) -> tuple[int, int, int]:
+    """(C, H, W) as given, or the model's declared input; a one-line ConfigError otherwise."""
     if input_size is None:
         if hasattr(model, "input_size") and hasattr(model, "in_channels"):
             return (int(model.in_channels), *(int(v) for v in model.input_size))  # type: ignore[return-value]
@@ -139,12 +141,19 @@ def _run(model: nn.Module, size: tuple[int, int, int], strict: bool, device: str
     return tracer, out
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (PyTorch's are long), for a one-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def summarize(model: nn.Module, input_size=None, *, strict: bool = False, name: str | None = None) -> Summary:
     """Analyse `model` on one image of `input_size` (C, H, W; default: the model's declared input).
 
     `strict=True` turns "does not fit" geometry flags (a stride that does not tile the padded input)
     into GeometryError. Raises CnnlabError (one line) when the model cannot run on that input."""
     size = _input_size(model, input_size)
+    shown = "x".join(map(str, size))
     modes = [(m, m.training) for m in model.modules()]
     notes: list[str] = []
     model.eval()  # inference conventions: dropout off, BN folded; flags restored below
@@ -154,16 +163,15 @@ def summarize(model: nn.Module, input_size=None, *, strict: bool = False, name: 
         except GeometryError:
             raise
         except (RuntimeError, NotImplementedError) as exc:
-            meta_err = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            meta_err = _first_line(exc)
             if any(p.is_meta for p in model.parameters()):
-                raise CnnlabError(f"cannot analyse this model on input {'x'.join(map(str, size))}: {meta_err}")
+                raise CnnlabError(f"cannot analyse this model on input {shown}: {meta_err}") from None
             try:
                 tracer, out = _run(model, size, strict, "cpu")
             except GeometryError:
                 raise
             except (RuntimeError, NotImplementedError, ValueError) as exc2:
-                msg = str(exc2).strip().splitlines()[0] if str(exc2).strip() else type(exc2).__name__
-                raise CnnlabError(f"the model cannot run on input {'x'.join(map(str, size))}: {msg}") from None
+                raise CnnlabError(f"the model cannot run on input {shown}: {_first_line(exc2)}") from None
             notes.append(f"meta-tensor tracing failed ({meta_err}); shapes came from a real forward on zeros")
     finally:
         _restore_modes(modes)
@@ -171,6 +179,7 @@ def summarize(model: nn.Module, input_size=None, *, strict: bool = False, name: 
 
 
 def _params_of(module: nn.Module, seen: set[int], recurse: bool = True) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts of `module` not yet in `seen` (shared ones count once)."""
     trainable = frozen = 0
     for p in module.parameters(recurse=recurse):
         if id(p) in seen:
@@ -184,6 +193,7 @@ def _params_of(module: nn.Module, seen: set[int], recurse: bool = True) -> tuple
 
 
 def _row(ev: Event, seen: set[int]) -> LayerRow:
+    """The table row of one traced layer or functional op."""
     trainable, frozen = _params_of(ev.module, seen) if ev.module is not None else (0, 0)
     win = ev.window or {}
     get = (lambda k: list(win[k]) if k in win else None)
@@ -192,21 +202,43 @@ def _row(ev: Event, seen: set[int]) -> LayerRow:
                     trainable, frozen, ev.macs, ev.flops, ev.rf.to_dict(), ev.out_bytes, ev.fit_note)
 
 
-def _build(model, size, tracer: Tracer, out, notes: list[str], name: str) -> Summary:
-    seen: set[int] = set()
-    rows = [_row(ev, seen) for ev in tracer.events]
-    # Parameters of modules the forward pass never used (e.g. auxiliary heads in eval mode) or held
-    # directly by a container: still part of the model's total, so they get rows of their own.
+def _unrun_rows(model: nn.Module, seen: set[int], notes: list[str]) -> list[LayerRow]:
+    """Rows for parameters no traced layer claimed: modules the forward pass never used (e.g. auxiliary
+    heads in eval mode) and parameters held directly by a container (used by functional calls). They are
+    part of the model's total, so they get rows of their own, marked ran=False."""
+    rows = []
     for mod_name, m in model.named_modules():
-        direct = not is_counted_module(m)
-        trainable, frozen = _params_of(m, seen, recurse=not direct)
+        counted = is_counted_module(m)
+        trainable, frozen = _params_of(m, seen, recurse=counted)
         if trainable + frozen:
             rows.append(LayerRow(mod_name or "(model)", type(m).__name__, None, None, None, None, None, None,
                                  None, trainable + frozen, trainable, frozen, None, None,
                                  rfm.UNKNOWN.to_dict(), 0, None, ran=False))
-            if is_counted_module(m):
+            if counted:
                 notes.append(f"{mod_name} ({type(m).__name__}) did not run in the forward pass; its "
                              "parameters count, its operations do not")
+    return rows
+
+
+def _by_type(rows: list[LayerRow], total_params: int, total_flops: int) -> list[dict]:
+    """Count, parameters, MACs and FLOPs per layer type with their shares, most parameters first."""
+    groups: dict[str, dict] = defaultdict(lambda: {"count": 0, "params": 0, "macs": 0, "flops": 0})
+    for r in rows:
+        g = groups[r.type]
+        g["count"] += 1
+        g["params"] += r.params
+        g["macs"] += r.macs or 0
+        g["flops"] += r.flops or 0
+    return [{"type": t, **g, "params_share": g["params"] / total_params if total_params else 0.0,
+             "flops_share": g["flops"] / total_flops if total_flops else 0.0}
+            for t, g in sorted(groups.items(), key=lambda kv: (-kv[1]["params"], -kv[1]["flops"]))]
+
+
+def _build(model, size, tracer: Tracer, out, notes: list[str], name: str) -> Summary:
+    """Rows, totals, shares and flags from one traced forward pass."""
+    seen: set[int] = set()
+    rows = [_row(ev, seen) for ev in tracer.events]
+    rows += _unrun_rows(model, seen, notes)
     unique = {id(p): p for p in model.parameters()}.values()
     total = sum(p.numel() for p in unique)
     trainable = sum(p.numel() for p in unique if p.requires_grad)
@@ -226,15 +258,5 @@ def _build(model, size, tracer: Tracer, out, notes: list[str], name: str) -> Sum
         "output_receptive_field": (out_rf or rfm.UNKNOWN).to_dict(),
         "largest_spatial_receptive_field": largest.to_dict() if largest else None,
     }
-    groups: dict[str, dict] = defaultdict(lambda: {"count": 0, "params": 0, "macs": 0, "flops": 0})
-    for r in rows:
-        g = groups[r.type]
-        g["count"] += 1
-        g["params"] += r.params
-        g["macs"] += r.macs or 0
-        g["flops"] += r.flops or 0
-    by_type = [{"type": t, **g, "params_share": g["params"] / total if total else 0.0,
-                "flops_share": g["flops"] / flops if flops else 0.0}
-               for t, g in sorted(groups.items(), key=lambda kv: (-kv[1]["params"], -kv[1]["flops"]))]
     flags = [f"{r.name} ({r.type}) does not fit: (W - F + 2P)/S + 1 = {r.fit}" for r in rows if r.fit]
-    return Summary(name, size, rows, totals, by_type, flags, dict(tracer.uncounted), notes)
+    return Summary(name, size, rows, totals, _by_type(rows, total, flops), flags, dict(tracer.uncounted), notes)

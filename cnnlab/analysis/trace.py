@@ -18,7 +18,8 @@ from torch.overrides import TorchFunctionMode
 from ..errors import GeometryError
 from ..layers import conv_output_size
 from . import receptive_field as rfm
-from .flops import ELEMENTWISE_OPS, count_function, count_module, is_counted_module, op_name, window
+from .flops import (ELEMENTWISE_OPS, WINDOW_OPS, call_window, count_function, count_module, is_counted_module,
+                    op_name, window)
 
 
 _META_SHAPE_KEEPERS = frozenset({F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, torch.batch_norm,
@@ -43,38 +44,23 @@ def _meta_window_output(func, args, kwargs) -> torch.Tensor | None:
     meta kernels check shapes with torch._check, whose first use imports sympy-based symbolic shapes
     (~0.3 s). None when the call is not plain enough to answer safely (PyTorch then runs it)."""
     name = op_name(func)
-    x = args[0]
-    if x.dim() != 4 or name not in ("conv2d", "max_pool2d", "avg_pool2d"):
+    win = call_window(name, args, kwargs)
+    if win is None:
         return None
+    x = args[0]
+    k, st, p, d = (win[key] for key in ("kernel", "stride", "padding", "dilation"))
     if name == "conv2d":
-        params = dict(zip(("weight", "bias", "stride", "padding", "dilation", "groups"), args[1:]), **kwargs)
-        w = params.get("weight")
-        groups = params.get("groups", 1)
-        if not isinstance(w, torch.Tensor) or w.dim() != 4 or isinstance(params.get("padding"), str) \
-                or not isinstance(groups, int) or x.shape[1] != w.shape[1] * groups:
-            return None
-        kernel, channels, ceil = tuple(w.shape[-2:]), w.shape[0], False
-        stride, padding, dilation = params.get("stride", 1), params.get("padding", 0), params.get("dilation", 1)
-    else:
-        keys = ("kernel_size", "stride", "padding", "dilation", "ceil_mode") if name == "max_pool2d" else \
-            ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
-        params = dict(zip(keys, args[1:]), **kwargs)
-        if params.get("return_indices"):
-            return None
-        kernel, channels, ceil = params.get("kernel_size"), x.shape[1], bool(params.get("ceil_mode", False))
-        stride = params.get("stride") or kernel
-        padding, dilation = params.get("padding", 0), params.get("dilation", 1)
-
-    def pair(v):
-        return (v, v) if isinstance(v, int) else tuple(int(a) for a in v)
-
-    try:
-        k, st, p, d = pair(kernel), pair(stride), pair(padding), pair(dilation)
-        hw = [conv_output_size(int(x.shape[2 + i]), k[i], st[i], p[i], d[i], ceil) for i in range(2)]
-    except (TypeError, ValueError, IndexError, GeometryError):
-        return None  # let PyTorch raise its own error for malformed calls
-    if name != "conv2d" and any(2 * p[i] > k[i] for i in range(2)):
+        if x.shape[1] != win["cin_per_group"] * win["groups"]:
+            return None  # wrong channel count: let PyTorch raise its error
+        channels = win["out_channels"]
+    elif any(2 * p[i] > k[i] for i in range(2)):
         return None  # PyTorch refuses padding beyond half the window; let it say so
+    else:
+        channels = x.shape[1]
+    try:
+        hw = [conv_output_size(int(x.shape[2 + i]), k[i], st[i], p[i], d[i], win["ceil_mode"]) for i in range(2)]
+    except GeometryError:
+        return None  # let PyTorch raise its own error for the too-small input
     return x.new_empty((x.shape[0], channels, *hw))
 
 
@@ -152,6 +138,7 @@ class Event:
 
 
 def _tensors(obj) -> list[torch.Tensor]:
+    """The tensors in a (nested) argument or output: a tensor, list, tuple or dict."""
     if isinstance(obj, torch.Tensor):
         return [obj]
     if isinstance(obj, (list, tuple)):
@@ -208,7 +195,8 @@ class Tracer(TorchFunctionMode):
                 self.leaf_in = [t for t in _tensors(inputs) if self.field_of(t) is not None]
                 win = window(module)
                 if win is not None and self.leaf_in and self.leaf_in[0].dim() == 4:
-                    self._check_geometry(module, self.leaf_in[0], win)
+                    label = f"{self.names.get(id(module), '?')} ({type(module).__name__})"
+                    self._fit_note = self._check_geometry(label, self.leaf_in[0], win)
         finally:
             self.busy = False
 
@@ -243,9 +231,9 @@ class Tracer(TorchFunctionMode):
         finally:
             self.busy = False
 
-    def _check_geometry(self, module, x: torch.Tensor, win: dict) -> None:
-        """The lectures' checks before the layer runs: output size >= 1 (error) and exact tiling (flag)."""
-        label = f"{self.names.get(id(module), '?')} ({type(module).__name__})"
+    def _check_geometry(self, label: str, x: torch.Tensor, win: dict) -> str | None:
+        """The lectures' checks on a conv/pool window over `x`: output size >= 1 (else GeometryError) and
+        exact tiling; returns the "does not fit" note (a GeometryError instead with strict), or None."""
         notes: dict[str, list[str]] = {}
         for ax, size in enumerate(x.shape[-2:]):
             k, s, p, d = (win[key][ax] for key in ("kernel", "stride", "padding", "dilation"))
@@ -255,11 +243,11 @@ class Tracer(TorchFunctionMode):
                 rounded = -(-exact // 1) if win["ceil_mode"] else exact // 1
                 notes.setdefault(f"({int(size)} - {d * (k - 1) + 1} + 2*{p})/{s} + 1 = {exact:.2f}, "
                                  f"{'ceil' if win['ceil_mode'] else 'floor'}ed to {int(rounded)}", []).append("HW"[ax])
-        self._fit_note = "; ".join(f"{txt} ({'H and W' if len(axes) == 2 else axes[0]})"
-                                   for txt, axes in notes.items()) or None
-        if self._fit_note and self.strict:
-            raise GeometryError(f"{label} does not fit: (W - F + 2P)/S + 1 = {self._fit_note}: the stride "
+        note = "; ".join(f"{txt} ({'H and W' if len(axes) == 2 else axes[0]})" for txt, axes in notes.items())
+        if note and self.strict:
+            raise GeometryError(f"{label} does not fit: (W - F + 2P)/S + 1 = {note}: the stride "
                                 "does not tile the padded input (--strict)")
+        return note or None
 
     # --- functional ops -------------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -275,65 +263,42 @@ class Tracer(TorchFunctionMode):
             return out
         self.busy = True
         try:
-            self._record_function(func, args, ins, outs)
+            self._record_function(func, args, kwargs, ins, outs)
         finally:
             self.busy = False
         return out
 
-    def _record_function(self, func, args, ins: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+    def _record_function(self, func, args, kwargs, ins: list[torch.Tensor], outs: list[torch.Tensor]) -> None:
+        """One Event for a functional op on traced tensors (free data movement records nothing)."""
         name = op_name(func)
         x, y = ins[0], outs[0]
         rf_in = rfm.merge([self.field_of(t) for t in ins])
-        win = None
-        if name in ("conv2d", "max_pool2d", "avg_pool2d") and y.dim() == 4:
-            win = self._functional_window(name, args)
+        win = call_window(name, args, kwargs) if name in WINDOW_OPS else None
+        kind, macs, flops = count_function(name, [tuple(t.shape) for t in ins], tuple(y.shape))
         if win is not None:
             rf_out = rfm.through_window(rf_in, win["kernel"], win["stride"], win["padding"], win["dilation"])
-        elif y.dim() == 4 and x.dim() == 4 and tuple(y.shape[-2:]) != tuple(x.shape[-2:]):
-            rf_out = rfm.UNKNOWN  # spatial size changed by an op we do not model (interpolate, crop, ...)
+            kind, k2 = "row", win["kernel"][0] * win["kernel"][1]
+            if name == "conv2d":
+                macs = y.numel() * win["cin_per_group"] * k2
+                flops = 2 * macs
+            else:
+                macs, flops = 0, y.numel() * (k2 - 1 if name == "max_pool2d" else k2)
+        elif name in WINDOW_OPS or (y.dim() == 4 and x.dim() == 4 and tuple(y.shape[-2:]) != tuple(x.shape[-2:])):
+            rf_out = rfm.UNKNOWN  # a window we could not read, or a resize we do not model (interpolate, crop)
         elif y.dim() < 4 <= x.dim() or name in ("linear", "matmul", "mm", "addmm"):
             rf_out = rfm.GLOBAL if not rf_in.unknown else rf_in
         else:
             rf_out = rf_in
         for t in outs:
             self.mark(t, rf_out)
-        kind, macs, flops = count_function(name, [tuple(t.shape) for t in ins], tuple(y.shape))
-        if win is not None:
-            per_out = (win.pop("cin_per_group") * win["kernel"][0] * win["kernel"][1]) if name == "conv2d" else None
-            kind = "row"
-            if per_out is not None:
-                macs = y.numel() * per_out
-                flops = 2 * macs
-            else:
-                k2 = win["kernel"][0] * win["kernel"][1]
-                macs, flops = 0, y.numel() * (k2 - 1 if name == "max_pool2d" else k2)
         if kind == "free":
             return
         if kind == "uncounted":
             self.uncounted[name] = self.uncounted.get(name, 0) + 1
         parent = self.stack[-1] if self.stack else ""
-        self.events.append(Event(self._unique(f"{parent}.{name}" if parent else name), name, None,
-                                 tuple(x.shape), tuple(y.shape), macs, flops, rf_out, win, None,
-                                 y.numel() * y.element_size()))
-
-    @staticmethod
-    def _functional_window(name: str, args) -> dict | None:
-        def pair(v, default):
-            v = default if v is None else v
-            return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
-
-        try:
-            if name == "conv2d":
-                w = args[1]
-                rest = list(args[3:]) + [None] * 4
-                if isinstance(rest[1], str):
-                    return None
-                return {"kernel": tuple(w.shape[-2:]), "stride": pair(rest[0], 1), "padding": pair(rest[1], 0),
-                        "dilation": pair(rest[2], 1), "groups": rest[3] or 1, "ceil_mode": False,
-                        "cin_per_group": int(w.shape[1])}
-            rest = list(args[1:]) + [None] * 4
-            k = pair(rest[0], 1)
-            return {"kernel": k, "stride": pair(rest[1], 1) if rest[1] else k,
-                    "padding": pair(rest[2], 0), "dilation": (1, 1), "groups": None, "ceil_mode": False}
-        except (TypeError, IndexError, ValueError):
-            return None
+        row_name = self._unique(f"{parent}.{name}" if parent else name)
+        note = self._check_geometry(row_name, x, win) if win is not None else None
+        if win is not None:
+            win = {key: win[key] for key in ("kernel", "stride", "padding", "dilation", "groups", "ceil_mode")}
+        self.events.append(Event(row_name, name, None, tuple(x.shape), tuple(y.shape), macs, flops, rf_out, win,
+                                 note, y.numel() * y.element_size()))

@@ -25,11 +25,11 @@ def add_parser(sub):
 
 
 def _run(args) -> int:
-    from ..analysis.conv_explainer import _number, convolve, format_matrix, load_volume, pool
+    from ..analysis.conv_explainer import parse_number, convolve, format_matrix, load_volume, pool
 
     x = load_volume(args.input, "input")
     kernels = [load_volume(k, f"kernel {i + 1}") for i, k in enumerate(args.kernel)]
-    biases = [_number(b) for b in args.bias] if args.bias else None
+    biases = [parse_number(b) for b in args.bias] if args.bias else None
     res = convolve(x, kernels, biases, args.stride, args.padding, args.mode)
     c, h, w = len(x), len(x[0]), len(x[0][0])
     kh, kw = len(kernels[0][0]), len(kernels[0][0][0])
