@@ -24,3 +24,13 @@ def test_data_show_errors_are_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "missing.npz" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.png").exists()
+
+
+def test_offline_without_files_refuses_the_network_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CNNLAB_HOME", str(tmp_path / "home"))
+    assert main(["data", "show", "fashion-mnist", "--offline", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train-images-idx3-ubyte.gz" in err and "--offline" in err
+    assert not (tmp_path / "x.png").exists()
+    assert main(["data", "fetch", "digits"]) == 2
+    assert "digits" in capsys.readouterr().err

@@ -29,6 +29,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.lstrip("/")
         rng = self.headers.get("Range")
         self.log.append((path, rng))
+        if path.startswith("garbage/"):  # not HTTP at all: http.client raises BadStatusLine
+            self.wfile.write(b"SSH-2.0-nonsense\r\n\r\n")
+            self.close_connection = True
+            return
         if path not in self.files:
             self.send_error(404)
             return
@@ -119,3 +123,14 @@ def test_mnist_end_to_end_from_local_mirror(server, tmp_path, monkeypatch):
     assert len(ds.test) == 10 and ds.info["paths"][0].startswith(str(tmp_path / "home" / "mnist"))
     again = load_dataset("mnist", offline=True, checksums=sums)  # cached: works offline
     assert len(again.train) == len(ds.train)
+
+
+def test_malformed_response_falls_through_to_next_mirror(server, tmp_path):
+    base, h = server
+    h.files["ok/f.bin"] = PAYLOAD
+    p = download("f.bin", [base + "garbage/f.bin", base + "ok/f.bin"], tmp_path, hashlib.md5(PAYLOAD).hexdigest(),
+                 retries=2)
+    assert p.read_bytes() == PAYLOAD and [x[0] for x in h.log] == ["garbage/f.bin"] * 2 + ["ok/f.bin"]
+    with pytest.raises(DataError, match="g.bin: download failed from every mirror.*BadStatusLine") as err:
+        download("g.bin", [base + "garbage/g.bin"], tmp_path, None, retries=1)
+    assert "\n" not in str(err.value) and sorted(x.name for x in tmp_path.iterdir()) == ["f.bin"]

@@ -209,3 +209,73 @@ def test_npz_layouts_and_errors(tmp_path):
     (tmp_path / "d.npz").write_bytes(b"junk")
     with pytest.raises(DataError, match=r"d.npz: cannot read"):
         load_dataset(str(tmp_path / "d.npz"))
+
+
+def test_resize_policies_by_content(tmp_path):
+    """A 60×20 image of red | green | blue thirds: shorter-crop keeps the centre third, squash keeps all."""
+    root = tmp_path / "wide"
+    (root / "only").mkdir(parents=True)
+    arr = np.zeros((20, 60, 3), np.uint8)
+    arr[:, :20, 0] = arr[:, 20:40, 1] = arr[:, 40:, 2] = 255
+    for i in range(3):
+        Image.fromarray(arr).save(root / "only" / f"w{i}.png")
+    crop = load_dataset(str(root), image_size=20, fractions=(1.0, 0.0, 0.0)).train.images[0].int()
+    assert (crop[1] == 255).all() and (crop[0] == 0).all() and (crop[2] == 0).all()
+    squash = load_dataset(str(root), image_size=20, resize="squash", fractions=(1.0, 0.0, 0.0)).train.images[0]
+    assert squash[0, :, :5].min() == 255 and squash[1, :, 8:12].min() == 255 and squash[2, :, -5:].min() == 255
+    grey = load_dataset(str(root), image_size=20, channels=1, fractions=(1.0, 0.0, 0.0)).train.images[0]
+    assert grey.shape == (1, 20, 20) and abs(int(grey[0, 10, 10]) - round(0.587 * 255)) <= 1  # green's luma
+
+
+@pytest.mark.parametrize("present", [("val", "test"), ("val",)])
+def test_image_folder_val_and_test_subfolders(tmp_path, present):
+    root = tmp_path / "s"
+    make_folder(root / "train", {"a": MIXED * 2, "b": MIXED * 2})  # 10 per class
+    for split in present:
+        make_folder(root / split, {"a": MIXED[:1], "b": MIXED[:2]})
+    ds = load_dataset(str(root), image_size=8, fractions=(0.6, 0.1, 0.3))
+    assert ds.val.labels.tolist() == [0, 1, 1]  # val/ used as given
+    if "test" in present:
+        assert len(ds.train) == 20 and ds.test.labels.tolist() == [0, 1, 1]
+    else:  # test carved from train/ in the train:test ratio 60:30 (a third of each class), stratified
+        assert sorted(ds.test.labels.tolist()) == [0, 0, 0, 1, 1, 1] and len(ds.train) == 14
+
+
+def test_saved_class_mapping_is_reused_at_evaluation(tmp_path):
+    make_folder(tmp_path / "train", {"a": MIXED[:3], "b": MIXED[:3], "c": MIXED[:3]})
+    saved = load_dataset(str(tmp_path / "train"), image_size=8).classes
+    make_folder(tmp_path / "eval", {"a": MIXED[:1], "c": MIXED[:1], "zebra": MIXED[:1]})  # no b; an extra class
+    own = load_dataset(str(tmp_path / "eval"), image_size=8, fractions=(1.0, 0.0, 0.0))
+    assert own.classes == ["a", "c", "zebra"]  # on its own the folder would shift c from 2 to 1
+    ev = load_dataset(str(tmp_path / "eval"), image_size=8, fractions=(1.0, 0.0, 0.0), classes=saved)
+    assert ev.classes == ["a", "b", "c"] and sorted(ev.train.labels.tolist()) == [0, 2]
+    assert ev.info["skipped"] == {"unknown_class_dirs": 1}
+    x, y = RNG.integers(0, 256, (12, 8, 8), dtype=np.uint8), np.arange(12) % 2  # npz without names
+    np.savez(tmp_path / "u.npz", x=x, y=y)
+    assert load_dataset(str(tmp_path / "u.npz"), classes=["no", "yes", "maybe"]).classes == ["no", "yes", "maybe"]
+    write_mnist(tmp_path / "m")
+    with pytest.raises(DataError, match="differ from the saved mapping"):
+        load_dataset("mnist", data_dir=tmp_path / "m", offline=True, classes=["x", "y"])
+
+
+def test_corrupt_image_leaves_no_half_written_memmap(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_HOME", str(tmp_path / "home"))
+    root = tmp_path / "c"
+    make_folder(root, {"a": MIXED, "b": MIXED})
+    good = (root / "b" / "img1.png").read_bytes()
+    (root / "b" / "img1.png").write_bytes(good[:len(good) // 2])  # header fine, pixels cut
+    with pytest.raises(DataError, match=r"img1.png: undecodable image") as err:
+        load_dataset(str(root), image_size=16, memmap_bytes=0)
+    assert "\n" not in str(err.value)
+    assert not [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
+
+
+def test_cifar_incomplete_user_folder_is_never_deleted(tmp_path):
+    spec = CIFAR["cifar10"]
+    user = tmp_path / "c" / spec["folder"]
+    user.mkdir(parents=True)
+    (user / "data_batch_1.bin").write_bytes(b"mine")
+    (tmp_path / "c" / spec["archive"]).write_bytes(b"not checked here")
+    with pytest.raises(DataError, match=r"lacks data_batch_2.bin"):
+        load_dataset("cifar10", data_dir=tmp_path / "c", offline=True, checksums={spec["archive"]: None})
+    assert (user / "data_batch_1.bin").read_bytes() == b"mine"

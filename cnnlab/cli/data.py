@@ -19,6 +19,7 @@ def add_data_options(p) -> None:
 
 
 def add_parser(sub):
+    """Register `cnnlab data show` and `cnnlab data fetch`."""
     p = sub.add_parser("data", help="inspect and fetch datasets")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
     show = dsub.add_parser("show", help="print the dataset card and write a sample grid PNG")
@@ -35,6 +36,7 @@ def add_parser(sub):
 
 
 def load_from_args(args):
+    """The dataset the options of add_data_options name."""
     from ..data import load_dataset
 
     return load_dataset(args.data, image_size=args.image_size, channels=args.channels, seed=args.seed,
@@ -43,6 +45,7 @@ def load_from_args(args):
 
 
 def _show(args) -> int:
+    """Print the dataset card and write the sample grid (original beside augmented)."""
     from ..data.augment import build_augmentation, parse_spec
     from ..data.show import dataset_card, sample_grid
     from ..errors import ConfigError
@@ -59,6 +62,7 @@ def _show(args) -> int:
 
 
 def _fetch(args) -> int:
+    """Download (and verify) a named dataset into the cache; prints where its files are."""
     from ..data import load_dataset
     from ..errors import ConfigError
 

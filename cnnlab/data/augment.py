@@ -63,6 +63,7 @@ class Op:
 
 
 def _number(text: str, token: str) -> float:
+    """A token's numeric field: finite and >= 0, else a ConfigError naming the token."""
     try:
         value = float(text)
     except ValueError:
@@ -110,10 +111,12 @@ def parse_spec(spec: str | list[str] | tuple[str, ...] | None) -> list[Op]:
 
 
 def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    """U[0, 1) numbers on the CPU from `gen` (so a seed gives the same draws whatever the batch's device)."""
     return torch.rand(*shape, generator=gen)
 
 
 def _uniform(gen, n, lo, hi):
+    """n numbers ~ U[lo, hi) from `gen`."""
     return lo + (hi - lo) * _rand(gen, n)
 
 
@@ -147,47 +150,57 @@ def _crop(x, op, gen):
     return rows.index_select(0, starts.flatten()).view(n, c, h, w)
 
 
+def _window(op, gen, n):
+    """Per-sample crop-window fractions (fx, fy) of the image side for "scale" (ResNet) or "rrc"
+    (Inception), drawn from `gen`."""
+    if op.name == "scale":
+        lo, hi = op.args[0] if op.args else (256.0, 480.0)
+        if hi > 1:  # ResNet lengths: window = 224 / L, L ~ U[lo, hi]
+            fx = 224.0 / _uniform(gen, n, max(lo, 1e-6), hi)
+        else:
+            fx = _uniform(gen, n, max(lo, 1e-3), hi)
+        fx = fx.clamp(max=1.0)
+        return fx, fx.clone()
+    lo, hi = op.args[0] if op.args else (0.08, 1.0)
+    area = _uniform(gen, n, max(lo, 1e-3), min(hi, 1.0))
+    ratio = torch.exp(_uniform(gen, n, math.log(3 / 4), math.log(4 / 3)))
+    return (area * ratio).sqrt().clamp(max=1.0), (area / ratio).sqrt().clamp(max=1.0)
+
+
+def _affine_matrix(op, gen, n, h, w):
+    """(n, 3, 3) pixel-space matrices (centre origin, output → input coordinates) for one geometric op."""
+    m = torch.eye(3).expand(n, 3, 3).clone()
+    if op.name in ("scale", "rrc"):
+        fx, fy = _window(op, gen, n)
+        # Window centre anywhere that keeps every sample point between the outermost pixel centres
+        # ((w - 1) / 2 from the middle), so no zero padding bleeds into a crop at the border.
+        tx = (_rand(gen, n) * 2 - 1) * (1 - fx)
+        ty = (_rand(gen, n) * 2 - 1) * (1 - fy)
+        m[:, 0, 0], m[:, 1, 1], m[:, 0, 2], m[:, 1, 2] = fx, fy, tx * (w - 1) / 2, ty * (h - 1) / 2
+    elif op.name == "rotate":
+        t = torch.deg2rad(_uniform(gen, n, -op.args[0], op.args[0]))
+        m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = t.cos(), -t.sin(), t.sin(), t.cos()
+    elif op.name == "translate":
+        m[:, 0, 2] = _uniform(gen, n, -op.args[0], op.args[0]) * w
+        m[:, 1, 2] = _uniform(gen, n, -op.args[0], op.args[0]) * h
+    elif op.name == "shear":
+        m[:, 0, 1] = torch.tan(torch.deg2rad(_uniform(gen, n, -op.args[0], op.args[0])))
+    elif op.name == "stretch":
+        s = op.args[0]
+        m[:, 0, 0] = 1 / _uniform(gen, n, 1 - min(s, 0.9), 1 + s)
+        m[:, 1, 1] = 1 / _uniform(gen, n, 1 - min(s, 0.9), 1 + s)
+    return m
+
+
 def _affine(x, ops, gen):
     """Compose every geometric op into one 2×3 matrix per sample (pixel-space, so rotations stay rigid
-    on non-square images) and warp once. The matrix maps output coordinates to input coordinates."""
+    on non-square images) and warp once; samples every op skipped are copied, not resampled."""
     n, _, h, w = x.shape
-    eye = torch.eye(3).expand(n, 3, 3).clone()
+    eye = torch.eye(3).expand(n, 3, 3)
     a = eye.clone()
     for op in ops:
         on = _mask(gen, n, op.p)
-        m = eye.clone()
-        if op.name in ("scale", "rrc"):
-            if op.name == "scale":
-                lo, hi = op.args[0] if op.args else (256.0, 480.0)
-                if hi > 1:  # ResNet lengths: window = 224 / L, L ~ U[lo, hi]
-                    fx = 224.0 / _uniform(gen, n, max(lo, 1e-6), hi)
-                else:
-                    fx = _uniform(gen, n, max(lo, 1e-3), hi)
-                fx = fx.clamp(max=1.0)
-                fy = fx.clone()
-            else:
-                lo, hi = op.args[0] if op.args else (0.08, 1.0)
-                area = _uniform(gen, n, max(lo, 1e-3), min(hi, 1.0))
-                ratio = torch.exp(_uniform(gen, n, math.log(3 / 4), math.log(4 / 3)))
-                fx = (area * ratio).sqrt().clamp(max=1.0)
-                fy = (area / ratio).sqrt().clamp(max=1.0)
-            # Window centre anywhere that keeps the window inside the image (normalised coords).
-            tx = (_rand(gen, n) * 2 - 1) * (1 - fx)
-            ty = (_rand(gen, n) * 2 - 1) * (1 - fy)
-            m[:, 0, 0], m[:, 1, 1], m[:, 0, 2], m[:, 1, 2] = fx, fy, tx * w / 2, ty * h / 2
-        elif op.name == "rotate":
-            t = torch.deg2rad(_uniform(gen, n, -op.args[0], op.args[0]))
-            m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = t.cos(), -t.sin(), t.sin(), t.cos()
-        elif op.name == "translate":
-            m[:, 0, 2] = _uniform(gen, n, -op.args[0], op.args[0]) * w
-            m[:, 1, 2] = _uniform(gen, n, -op.args[0], op.args[0]) * h
-        elif op.name == "shear":
-            m[:, 0, 1] = torch.tan(torch.deg2rad(_uniform(gen, n, -op.args[0], op.args[0])))
-        elif op.name == "stretch":
-            s = op.args[0]
-            m[:, 0, 0] = 1 / _uniform(gen, n, 1 - min(s, 0.9), 1 + s)
-            m[:, 1, 1] = 1 / _uniform(gen, n, 1 - min(s, 0.9), 1 + s)
-        a = torch.where(on.view(n, 1, 1), m, eye) @ a
+        a = torch.where(on.view(n, 1, 1), _affine_matrix(op, gen, n, h, w), eye) @ a
     moved = (a - eye).abs().amax(dim=(1, 2)) > 1e-7
     if not bool(moved.any()):
         return x
@@ -203,6 +216,8 @@ def _affine(x, ops, gen):
 
 
 def _lens(x, op, gen):
+    """Radial distortion: each output pixel at radius r (normalised) samples the input at r(1 + k r^2),
+    k ~ U[-K, K] per sample (k > 0 barrel, k < 0 pincushion), one grid_sample for the batch."""
     n, _, h, w = x.shape
     k = _uniform(gen, n, -op.args[0], op.args[0]) * _mask(gen, n, op.p)
     ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)
@@ -215,6 +230,8 @@ def _lens(x, op, gen):
 
 
 def _jitter(x, op, gen):
+    """Brightness (scale), contrast (blend with the image's mean luma), saturation (blend with each
+    pixel's luma), each factor ~ U[1-v, 1+v] per sample."""
     n, c = x.shape[:2]
     b, cn, s = (op.args + [op.args[0]] * 2)[:3]
     on = _mask(gen, n, op.p)
@@ -267,6 +284,8 @@ def _pca(x, op, gen, basis):
 
 
 def _erase(x, op, gen):
+    """Random erasing: one box per chosen sample, filled with uniform noise. The noise is drawn on the
+    batch's device from a seed taken from `gen` (reproducible per device, no host-to-device copy)."""
     n, c, h, w = x.shape
     lo, hi = op.args[0] if op.args else (0.02, 0.4)
     area = _uniform(gen, n, lo, min(hi, 1.0))
@@ -276,7 +295,8 @@ def _erase(x, op, gen):
     y0 = (_rand(gen, n) * (h - eh + 1)).floor()
     x0 = (_rand(gen, n) * (w - ew + 1)).floor()
     on = _mask(gen, n, op.p)
-    noise = (torch.rand(n, c, h, w, generator=gen) * 255).to(x.device)
+    noise_gen = torch.Generator(device=x.device).manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+    noise = torch.rand(n, c, h, w, generator=noise_gen, device=x.device) * 255
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     y0, x0, eh, ew, on = (t.to(x.device).view(n, 1, 1) for t in (y0, x0, eh, ew, on))

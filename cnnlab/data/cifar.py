@@ -12,6 +12,10 @@ import numpy as np
 
 from ..errors import DataError
 
+# The binary archives' names and MD5s are those on the dataset page, https://www.cs.toronto.edu/~kriz/cifar.html
+# ("CIFAR-10 binary version (suitable for C programs)": c32a1d4a…; "CIFAR-100 binary version": 03b5dce0…),
+# also used by e.g. the Rust/C++ loaders that read the binary version. (torchvision's cifar.py lists only the
+# Python-pickle archives, c58f3010… and eb9058c3…, which cnnlab never reads: no unpickling of downloads.)
 CIFAR = {
     "cifar10": {
         "archive": "cifar-10-binary.tar.gz", "md5": "c32a1d4ab5d03f1284b67883e8d87530",
@@ -59,6 +63,9 @@ def extract(archive: Path, dest: Path, spec: dict) -> Path:
     staging directory renamed into place (so an interrupted extraction leaves nothing half-written)."""
     wanted = {f"{spec['folder']}/{n}" for n in spec["train"] + spec["test"] + [spec["names"]]}
     final = dest / spec["folder"]
+    if final.exists():  # not made by us (ours appear whole, by rename): never delete a user's files
+        missing = [n for n in spec["train"] + spec["test"] if not (final / n).exists()]
+        raise DataError(f"{final}: folder exists but lacks {', '.join(missing)}; complete or remove it")
     stage = Path(tempfile.mkdtemp(prefix=".extract.", dir=dest))
     try:
         with tarfile.open(archive, "r:gz") as tar:
@@ -70,8 +77,6 @@ def extract(archive: Path, dest: Path, spec: dict) -> Path:
                         shutil.copyfileobj(src, out)
         if not all((stage / n).exists() for n in spec["train"] + spec["test"]):
             raise DataError(f"{archive}: archive lacks the expected {spec['folder']}/*.bin members")
-        if final.exists():
-            shutil.rmtree(final)
         stage.rename(final)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: cannot extract ({exc})") from None

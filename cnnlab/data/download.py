@@ -8,6 +8,7 @@ verified) is used as is.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import time
 import urllib.error
@@ -29,6 +30,7 @@ def cache_home() -> Path:
 
 
 def file_digest(path: str | os.PathLike, algo: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MiB blocks (datasets are too big to read at once)."""
     h = hashlib.new(algo)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -42,12 +44,19 @@ def _algo(checksum: str) -> str:
 
 
 def verify(path: Path, checksum: str | None) -> bool:
+    """Whether `path` matches `checksum` (MD5 or SHA-256 hex); True when no checksum is known."""
     if not checksum:
         return True
     algo = _algo(checksum)
     if not algo:
         raise DataError(f"{path.name}: checksum {checksum!r} is neither MD5 nor SHA-256")
     return file_digest(path, algo) == checksum.lower()
+
+
+def _one_line(reason, limit: int = 120) -> str:
+    """A network error's text as one short line (servers may echo raw bytes, CR/LF included)."""
+    text = " ".join(str(reason).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _fetch_once(url: str, part: Path, timeout: float) -> None:
@@ -115,9 +124,12 @@ def download(filename: str, urls: Sequence[str], dest_dir: str | os.PathLike, ch
                 errors.append(f"{url}: HTTP {exc.code}")
                 part.unlink(missing_ok=True)
                 break  # a 404/403 will not get better on retry: next mirror
-            except (urllib.error.URLError, OSError, ConnectionError) as exc:
-                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
-                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                # URLError/OSError: refused, reset, timed out, short read; HTTPException: a malformed
+                # response or IncompleteRead. Whatever arrived stays in `part` for the next attempt.
+                errors.append(f"{url}: {_one_line(getattr(exc, 'reason', None) or f'{type(exc).__name__}: {exc}')}")
+                if attempt + 1 < retries:
+                    time.sleep(min(0.2 * 2 ** attempt, 2.0))
         else:
             part.unlink(missing_ok=True)
             continue

@@ -17,7 +17,10 @@ from ..errors import DataError
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
-# Official file names and MD5s (as torchvision lists them); mirrors tried in order.
+# Official file names and MD5s of the gzipped files, checked against torchvision's
+# torchvision/datasets/mnist.py (MNIST, FashionMNIST and KMNIST `resources`; github.com/pytorch/vision).
+# Mirrors are tried in order: for MNIST the PyTorch S3 copy first (yann.lecun.com often answers 403 to
+# scripts); Fashion-MNIST from Zalando's S3 bucket, KMNIST from ROIS-DS CODH, as torchvision lists them.
 _FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
           "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 MNIST_FAMILY = {
@@ -46,6 +49,7 @@ for _spec in MNIST_FAMILY.values():
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when it ends in .gz; unreadable or broken gzip → DataError."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as fh:
@@ -90,6 +94,7 @@ def find_file(folder: Path, name: str) -> Path | None:
 
 
 def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N×H×W images, N labels) from an images/labels file pair, checking both magics and equal counts."""
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
     if len(images) != len(labels):

@@ -46,9 +46,11 @@ class BatchLoader:
         self.start_step = 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Select epoch `epoch`'s order; the next pass starts at batch `start_step` (resume mid-epoch)."""
         self.epoch, self.start_step = epoch, start_step
 
     def indices(self) -> torch.Tensor:
+        """This rank's sample order for the current epoch (a seeded permutation when shuffling)."""
         n = len(self.split)
         if self.shuffle:
             order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch))

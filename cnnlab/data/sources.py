@@ -23,6 +23,7 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
 def _size(image_size) -> tuple[int, int] | None:
+    """`image_size` (int or (H, W)) as (H, W), or None to keep the native size."""
     if image_size is None:
         return None
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
@@ -60,13 +61,26 @@ def adapt(x: torch.Tensor, channels: int | None, size: tuple[int, int] | None,
     return out
 
 
-def _carve(labels: torch.Tensor, fractions, seed: int) -> list[torch.Tensor]:
-    """Train/val indices carved stratified from a training pool, keeping train:val as in `fractions`."""
-    ftr, fva = fractions[0], fractions[1]
-    if ftr + fva <= 0:
-        raise ConfigError(f"split fractions {fractions} leave nothing for training")
-    v = fva / (ftr + fva)
+def _carve(labels: torch.Tensor, keep: float, carve: float, seed: int) -> list[torch.Tensor]:
+    """Split a training pool stratified in the ratio keep:carve (e.g. train:val from the fractions when the
+    source brings its own test split). Returns [kept indices, carved indices]."""
+    if keep + carve <= 0:
+        raise ConfigError(f"split fractions leave nothing for training (train {keep}, carved {carve})")
+    v = carve / (keep + carve)
     return stratified_split(labels, (1 - v, v), seed)
+
+
+def _check_classes(name: str, classes: list[str], expected: list[str] | None) -> list[str]:
+    """The class list a saved run expects (`expected`) must be the source's own: labels are indices, so a
+    different list would silently mislabel everything."""
+    if expected is not None and list(expected) != list(classes):
+        raise DataError(f"{name}: classes {_short(classes)} differ from the saved mapping {_short(expected)}")
+    return classes
+
+
+def _short(names) -> str:
+    names = list(names)
+    return "[" + ", ".join(names[:5]) + (f", … {len(names)} in all]" if len(names) > 5 else "]")
 
 
 def assemble(name: str, classes: list[str], train: tuple, test: tuple | None, *, seed: int, fractions,
@@ -75,7 +89,8 @@ def assemble(name: str, classes: list[str], train: tuple, test: tuple | None, *,
     apply limit_per_class, carve val (or split 60/20/20 when there is no test split), adapt size/channels."""
     def tensors(pair):
         x, y = pair
-        return torch.as_tensor(np.asarray(x)) if not torch.is_tensor(x) else x, torch.as_tensor(np.asarray(y)).long()
+        x = x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x))
+        return x, torch.as_tensor(np.asarray(y)).long()
 
     x, y = tensors(train)
     if limit:
@@ -86,7 +101,7 @@ def assemble(name: str, classes: list[str], train: tuple, test: tuple | None, *,
         if limit:
             keep = _limit(yt, limit, seed + 1)
             xt, yt = xt[keep], yt[keep]
-        tr, va = _carve(y, fractions, seed)
+        tr, va = _carve(y, fractions[0], fractions[1], seed)
         splits = [(x[tr], y[tr]), (x[va], y[va]), (xt, yt)]
     else:
         tr, va, te = stratified_split(y, fractions, seed)
@@ -164,7 +179,9 @@ def load_cifar_source(name: str, *, data_dir=None, offline=False, mirrors=None, 
     return assemble(name, classes, (xtr, ytr), (xte, yte), info=info, **kw)
 
 
-def load_npz(path: Path, **kw) -> Dataset:
+def load_npz(path: Path, classes: list[str] | None = None, **kw) -> Dataset:
+    """A `.npz` with `x`/`y` (and optionally `x_test`/`y_test`, `classes`): class names from the file,
+    else from `classes` (a saved run's list), else "0".."K-1" for the largest label K-1."""
     from .folder import read_npz
 
     data = read_npz(path)
@@ -172,17 +189,41 @@ def load_npz(path: Path, **kw) -> Dataset:
     top = int(ytr.max(initial=0))
     if data["test"] is not None:
         top = max(top, int(data["test"][1].max(initial=0)))
-    classes = data["classes"] or [str(i) for i in range(top + 1)]
+    if data["classes"] is not None:
+        classes = _check_classes(str(path), data["classes"], classes)
+    classes = classes or [str(i) for i in range(top + 1)]
     if top >= len(classes):
         raise DataError(f"{path}: label {top} out of range for {len(classes)} classes")
     info = {"source": "npz", "paths": [str(path)], "native_size": list(xtr.shape[2:])}
     return assemble(path.stem, classes, data["train"], data["test"], info=info, **kw)
 
 
+def _pick(pair: tuple[list, torch.Tensor], idx: torch.Tensor) -> tuple[list, torch.Tensor]:
+    """The (files, labels) entries at `idx`."""
+    return [pair[0][i] for i in idx.tolist()], pair[1].index_select(0, idx)
+
+
+def _folder_splits(pool: dict, fractions, seed: int) -> list[tuple[list, torch.Tensor]]:
+    """Train/val/test (files, labels) from the split folders present: val/ and test/ are used as given;
+    a missing one is carved stratified from train/ in the fractions' ratio; with neither, train/ (or the
+    flat root) is split by the fractions."""
+    train = pool["train"]
+    if "val" in pool and "test" in pool:
+        return [train, pool["val"], pool["test"]]
+    if "test" in pool:
+        tr, va = _carve(train[1], fractions[0], fractions[1], seed)
+        return [_pick(train, tr), _pick(train, va), pool["test"]]
+    if "val" in pool:
+        tr, te = _carve(train[1], fractions[0], fractions[2], seed)
+        return [_pick(train, tr), pool["val"], _pick(train, te)]
+    return [_pick(train, i) for i in stratified_split(train[1], fractions, seed)]
+
+
 def load_image_folder(root: Path, *, seed=0, fractions=(0.6, 0.2, 0.2), limit=None, channels=None,
                       size=None, resize="shorter-crop", classes=None, memmap_bytes=None) -> Dataset:
     """Decode an image folder once, in split order, so each split is a contiguous slice (a view, also
-    when the decoded array is a memory-mapped cache file)."""
+    when the decoded array is a memory-mapped cache file). `classes` (a saved run's list) fixes the
+    labels; otherwise they are the training split's sorted class folders."""
     from .download import cache_home
     from .folder import SPLIT_DIRS, decode_files, pick_size, probe, scan_split
 
@@ -193,23 +234,10 @@ def load_image_folder(root: Path, *, seed=0, fractions=(0.6, 0.2, 0.2), limit=No
     for s in SPLIT_DIRS[1:]:
         if has_splits and (root / s).is_dir():
             parts[s] = scan_split(root / s, classes, counts)[1:]
-
-    def pick(pair, idx):
-        return [pair[0][i] for i in idx.tolist()], pair[1].index_select(0, idx)
-
     pool = {k: (f, torch.tensor(y, dtype=torch.long)) for k, (f, y) in parts.items()}
     if limit:
-        pool = {k: pick(v, _limit(v[1], limit, seed)) for k, v in pool.items()}
-    if "val" in pool and "test" in pool:
-        order = [pool["train"], pool["val"], pool["test"]]
-    elif "test" in pool or "val" in pool:
-        tr, va = _carve(pool["train"][1], fractions, seed)
-        other = pool.get("test") or pool["val"]
-        order = [pick(pool["train"], tr), pick(pool["train"], va), other]
-        if "test" not in pool:  # an explicit val/ only: the carved part becomes test
-            order = [order[0], other, order[1]]
-    else:
-        order = [pick(pool["train"], i) for i in stratified_split(pool["train"][1], fractions, seed)]
+        pool = {k: _pick(v, _limit(v[1], limit, seed)) for k, v in pool.items()}
+    order = _folder_splits(pool, fractions, seed)
     all_files = [f for fs, _ in order for f in fs]
     if not all_files:
         raise DataError(f"{root}: no images found")
@@ -234,7 +262,8 @@ def load_dataset(name: str, *, image_size=None, channels: int | None = None, see
     """Load a dataset by name (see SOURCES) or path (image folder or .npz).
 
     Extra keyword arguments: `mirrors` / `checksums` (override download URLs / {file: md5|sha256}),
-    `classes` (fix an image folder's class order, e.g. the one saved by a training run), `memmap_bytes`
+    `classes` (the class list a training run saved: it fixes an image folder's labels and names an
+    unnamed .npz's classes; for any other source a different list is a DataError), `memmap_bytes`
     (decoded size above which an image folder is memory-mapped from the cache instead of held in RAM).
     """
     from .folder import RESIZE_POLICIES
@@ -247,19 +276,25 @@ def load_dataset(name: str, *, image_size=None, channels: int | None = None, see
     if unknown:
         raise ConfigError(f"unknown load_dataset option(s): {', '.join(sorted(unknown))}")
     net = {k: kwargs[k] for k in ("mirrors", "checksums") if k in kwargs}
+    saved = kwargs.get("classes")
+    named = None
     if name == "digits":
-        return load_digits(size or 32, **common)
-    if name in ("mnist", "fashion-mnist", "kmnist"):
-        return load_idx_source(name, data_dir=data_dir, offline=offline, size=size, resize=resize, **net, **common)
-    if name in ("cifar10", "cifar100"):
-        return load_cifar_source(name, data_dir=data_dir, offline=offline, size=size, resize=resize, **net,
-                                 **common)
+        named = load_digits(size or 32, **common)
+    elif name in ("mnist", "fashion-mnist", "kmnist"):
+        named = load_idx_source(name, data_dir=data_dir, offline=offline, size=size, resize=resize, **net,
+                                **common)
+    elif name in ("cifar10", "cifar100"):
+        named = load_cifar_source(name, data_dir=data_dir, offline=offline, size=size, resize=resize, **net,
+                                  **common)
+    if named is not None:
+        _check_classes(name, named.classes, saved)
+        return named
     path = Path(name).expanduser()
     if path.suffix == ".npz" and path.is_file():
-        return load_npz(path, size=size, resize=resize, **common)
+        return load_npz(path, size=size, resize=resize, classes=saved, **common)
     if path.is_dir():
-        return load_image_folder(path, size=size, resize=resize, classes=kwargs.get("classes"),
-                                 memmap_bytes=kwargs.get("memmap_bytes"), **{**common, "limit": limit_per_class})
+        return load_image_folder(path, size=size, resize=resize, classes=saved,
+                                 memmap_bytes=kwargs.get("memmap_bytes"), **common)
     if path.suffix == ".npz" or "/" in name or path.exists():
         raise DataError(f"{name}: no such folder or .npz file")
     raise ConfigError(f"unknown data {name!r}; known: {', '.join(SOURCES)} or a path")
