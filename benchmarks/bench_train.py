@@ -3,10 +3,16 @@
 1. throughput: cnnlab's loop (Trainer.train_one_epoch over the in-memory BatchLoader) vs a bare PyTorch
    loop over pre-loaded, pre-normalised float tensors — same LeNet-5, batch, optimizer and threads, on
    synthetic MNIST-sized uint8 data (32×32). Target: ratio ≥ 0.9.
-2. time to 98 % test accuracy on the digits: cnnlab's default recipe vs the conventional
-   Dataset/DataLoader loop with per-sample transforms (ToTensor+Normalize as tensor ops), run twice: with
-   the PyTorch MNIST example recipe (Adam 1e-3, batch 64; on this split it plateaus near 97 %, so its
-   figure is a lower bound) and with cnnlab's own recipe (only the pipeline differs). Target: ≥ 3× shorter.
+2. time to 98 % test accuracy on the digits (training time only; the per-epoch test evaluation is not
+   timed on either side): cnnlab's default recipe vs the conventional Dataset/DataLoader loop with
+   per-sample transforms (ToTensor+Normalize as tensor ops, num_workers=0), run twice:
+   a. the PyTorch MNIST example recipe (Adam 1e-3, batch 64, up to 60 epochs). On this split it plateaus
+      below 98 %, so its time is the whole budget and the ratio is only a LOWER BOUND, and that ratio
+      measures the recipe, not the pipeline.
+   b. cnnlab's own recipe in the per-sample loop (only the pipeline and loop differ): the pipeline-only
+      ratio. On the tiny digits set (1,078 training images of 32×32) it is about 1×: per-sample loading
+      costs little next to LeNet's compute; the batched pipeline pays off on larger data (bench_data.py).
+   Target in the issue: ≥ 3× shorter.
 3. peak resident memory of a LeNet-5 digits run and of a ResNet-18 run on 32×32 data (each in a fresh
    subprocess), and RSS growth from the end of epoch 2 to the last epoch (target: none beyond noise).
 
@@ -141,7 +147,7 @@ def _conventional(ds, test_loader, target, max_epochs, recipe: str) -> dict:
     else:
         opt, schedule, smoothing = build_optimizer(model, cfg), LRSchedule(cfg, len(loader)), cfg.label_smoothing
         max_epochs = cfg.epochs
-    seconds, reached, acc, step = 0.0, None, 0.0, 0
+    seconds, reached, best, step = 0.0, None, 0.0, 0
     for epoch in range(1, max_epochs + 1):
         start = time.perf_counter()
         model.train()
@@ -154,10 +160,12 @@ def _conventional(ds, test_loader, target, max_epochs, recipe: str) -> dict:
             opt.step()
         seconds += time.perf_counter() - start
         acc = _accuracy(model, test_loader)
+        best = max(best, acc)
         if acc >= target:
             reached = epoch
             break
-    return {"seconds": round(seconds, 2), "epochs_to_target": reached, "final_acc": round(acc, 4)}
+    return {"seconds": round(seconds, 2), "epochs_run": epoch, "epochs_to_target": reached,
+            "best_acc": round(best, 4)}
 
 
 def bench_time_to_accuracy(target: float, max_epochs: int) -> dict:
@@ -168,23 +176,55 @@ def bench_time_to_accuracy(target: float, max_epochs: int) -> dict:
     cfg = TrainConfig(quiet=True).validate()
     torch.manual_seed(cfg.seed)
     trainer = _trainer(cfg, ds, _lenet())
-    ours_time, ours_epochs, ours_acc = 0.0, None, 0.0
+    ours_time, ours_epochs, ours_best = 0.0, None, 0.0
     for epoch in range(1, cfg.epochs + 1):
         ours_time += trainer.train_one_epoch()["seconds"]
         trainer.epoch, trainer.step = trainer.epoch + 1, 0
-        ours_acc = _accuracy(trainer.model, test_loader)
-        if ours_acc >= target:
+        acc = _accuracy(trainer.model, test_loader)
+        ours_best = max(ours_best, acc)
+        if acc >= target:
             ours_epochs = epoch
             break
     out = {"target": target, "cnnlab": {"seconds": round(ours_time, 2), "epochs_to_target": ours_epochs,
-                                        "final_acc": round(ours_acc, 4)}}
-    for recipe in ("same", "adam64"):
+                                        "best_acc": round(ours_best, 4)}}
+    if ours_epochs is None:
+        out["cnnlab"]["note"] = "cnnlab did not reach the target: no ratio is meaningful"
+    for recipe in ("adam64", "same"):
         conv = _conventional(ds, test_loader, target, max_epochs, recipe)
-        conv["speedup"] = round(conv["seconds"] / max(ours_time, 1e-9), 2)
-        if conv["epochs_to_target"] is None:
-            conv["note"] = "did not reach the target; speedup is a lower bound"
+        conv["ratio"] = round(conv["seconds"] / max(ours_time, 1e-9), 2)
+        conv["ratio_is_lower_bound"] = conv["epochs_to_target"] is None
         out[f"conventional_{recipe}"] = conv
     return out
+
+
+def describe_time_to_accuracy(r: dict) -> str:
+    """Benchmark 2 as sentences: what was timed, and which figures are lower bounds."""
+    pct = f"{r['target']:.0%}"
+
+    def line(label: str, d: dict) -> str:
+        if d["epochs_to_target"] is None:
+            return (f"  {label}: never reached {pct} ({d.get('epochs_run', '?')} epochs, best {d['best_acc']:.4f}, "
+                    f"{d['seconds']:.2f} s)")
+        return f"  {label}: {d['seconds']:.2f} s ({d['epochs_to_target']} epochs)"
+
+    def ratio(d: dict, what: str) -> str:
+        if r["cnnlab"]["epochs_to_target"] is None:
+            return f"  ratio ({what}): n/a, cnnlab did not reach {pct}"
+        bound = "≥ " if d["ratio_is_lower_bound"] else ""
+        why = " (lower bound: that loop never got there)" if d["ratio_is_lower_bound"] else ""
+        return f"  ratio ({what}): {bound}{d['ratio']:.2f}×{why}"
+
+    return "\n".join([
+        f"time to {pct} test accuracy, LeNet-5 on the digits (training seconds only; evaluation not timed):",
+        line("cnnlab (in-memory BatchLoader, SGD+Nesterov, one-cycle, batch 32)", r["cnnlab"]),
+        line("per-sample DataLoader, PyTorch MNIST example recipe (Adam 1e-3, batch 64)", r["conventional_adam64"]),
+        ratio(r["conventional_adam64"], "vs the MNIST example recipe: recipe and pipeline together"),
+        line("per-sample DataLoader, cnnlab's recipe", r["conventional_same"]),
+        ratio(r["conventional_same"], "same recipe: the pipeline alone"),
+        "  issue target ≥ 3×: " + ("met" if r["conventional_same"].get("ratio", 0) >= 3 else "NOT met")
+        + " by the pipeline alone; "
+        + ("met only with the recipe difference" if r["conventional_adam64"].get("ratio", 0) >= 3 else "not met")
+        + " against the MNIST example recipe"])
 
 
 def _rss_child(kind: str, out: str) -> None:
@@ -238,9 +278,12 @@ def main() -> int:
 
     report = {"torch": torch.__version__, "cpu_count": os.cpu_count()}
     report["throughput"] = bench_throughput(4096 if args.quick else 16384, 64, 2 if args.quick else 3)
-    print("throughput", report["throughput"], flush=True)
+    t = report["throughput"]
+    print(f"throughput, LeNet-5, batch {t['batch']}, {t['threads']} threads, {t['images']} synthetic 32×32 images: "
+          f"cnnlab {t['cnnlab_images_per_s']:.0f} vs bare loop over pre-loaded tensors {t['bare_images_per_s']:.0f} "
+          f"images/s: ratio {t['ratio']:.2f} (target ≥ 0.9)", flush=True)
     report["time_to_98"] = bench_time_to_accuracy(0.98, 15 if args.quick else 60)
-    print("time_to_98", report["time_to_98"], flush=True)
+    print(describe_time_to_accuracy(report["time_to_98"]), flush=True)
     kinds = ["lenet"] + (["resnet18"] if any(m.name == "resnet18" for m in list_models()) and not args.quick else [])
     report["memory"] = bench_memory(kinds)
     print("memory", report["memory"], flush=True)

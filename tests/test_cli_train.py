@@ -79,7 +79,7 @@ def test_lr_find_suggests_and_plots_and_leaves_model_untouched(tmp_path, capsys)
 
     from cnnlab.data import BatchLoader, load_dataset
     from cnnlab.models import build_model
-    from cnnlab.train.lr_find import range_test
+    from cnnlab.train.lr_range import range_test
 
     png = tmp_path / "lr.png"
     assert main(["lr-find", "--steps", "60", "--threads", "1", "--plot", str(png)]) == 0

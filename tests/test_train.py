@@ -71,18 +71,52 @@ def test_weight_decay_skips_bn_and_bias():
     assert len(param_groups(model, 1e-4, decay_bn_bias=True)) == 1
 
 
-@pytest.mark.parametrize("schedule", ["constant", "step", "exponential", "cosine", "onecycle", "warmup"])
-def test_schedules_shape(schedule):
-    cfg = TrainConfig(schedule=schedule, epochs=10, lr=1.0, step_size=3, warmup_epochs=1 if schedule == "cosine" else 0)
-    s = LRSchedule(cfg, steps_per_epoch=10)
-    lrs = [s.lr_at(t) for t in range(100)]
-    assert all(v > 0 for v in lrs) and max(lrs) <= 1.0 + 1e-9
-    if schedule == "step":
-        assert lrs[0] == 1.0 and lrs[30] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.01)
-    if schedule in ("cosine", "onecycle"):
-        assert lrs[-1] < 0.01 and max(lrs) > 0.9
-    if schedule in ("warmup", "cosine"):
-        assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(lrs[10], rel=0.05)
+def _pytorch_lrs(make_scheduler, steps: int, steps_per_epoch: int, per_epoch: bool) -> list[float]:
+    """The LR PyTorch's own scheduler gives before each of `steps` optimizer steps (the oracle)."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched, lrs = make_scheduler(opt), []
+    for t in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if not per_epoch or (t + 1) % steps_per_epoch == 0:
+            sched.step()
+    return lrs
+
+
+@pytest.mark.parametrize("schedule", ["step", "exponential", "cosine", "onecycle"])
+def test_schedules_match_pytorch_schedulers(schedule):
+    epochs, spe = 10, 7
+    cfg = TrainConfig(schedule=schedule, epochs=epochs, lr=1.0, step_size=3, exp_gamma=0.8, min_lr=0.01)
+    ours = [LRSchedule(cfg, spe).lr_at(t) for t in range(epochs * spe)]
+    sched = torch.optim.lr_scheduler
+    oracle = {"step": (lambda o: sched.StepLR(o, step_size=3, gamma=0.1), True),
+              "exponential": (lambda o: sched.ExponentialLR(o, gamma=0.8), True),
+              "cosine": (lambda o: sched.CosineAnnealingLR(o, T_max=epochs * spe, eta_min=0.01), False),
+              "onecycle": (lambda o: sched.OneCycleLR(o, max_lr=1.0, total_steps=epochs * spe,
+                                                      cycle_momentum=False), False)}[schedule]
+    assert ours == pytest.approx(_pytorch_lrs(oracle[0], epochs * spe, spe, per_epoch=oracle[1]), rel=1e-9)
+
+
+def test_warmup_is_linear_and_multiplies_any_schedule():
+    s = LRSchedule(TrainConfig(schedule="warmup", lr=1.0, epochs=5), steps_per_epoch=10)  # 1 epoch by default
+    assert [s.lr_at(t) for t in (0, 4, 9, 10, 49)] == pytest.approx([0.1, 0.5, 1.0, 1.0, 1.0])
+    cos = TrainConfig(schedule="cosine", lr=1.0, epochs=5)
+    plain, warm = LRSchedule(cos, 10), LRSchedule(cos.replace(warmup_epochs=2), 10)
+    assert warm.lr_at(4) == pytest.approx(plain.lr_at(4) * 5 / 20) and warm.lr_at(20) == plain.lr_at(20)
+
+
+def test_optimizers_as_asked():
+    from cnnlab.models import build_model
+    from cnnlab.train.optim import build_optimizer
+
+    model = build_model("lenet5", num_classes=10, in_channels=1, input_size=(32, 32))
+    sgd = build_optimizer(model, TrainConfig(optimizer="sgd", momentum=0.8))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.8
+    assert not build_optimizer(model, TrainConfig(nesterov=False)).defaults["nesterov"]
+    adam = build_optimizer(model, TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.1))
+    assert type(adam) is torch.optim.Adam and adam.defaults["betas"] == (0.9, 0.999)
+    assert [g["weight_decay"] for g in adam.param_groups] == [0.1, 0.0]
+    assert type(build_optimizer(model, TrainConfig(optimizer="adamw"))) is torch.optim.AdamW
 
 
 def test_plateau_divides_by_ten_and_cyclic_restarts():
@@ -142,18 +176,23 @@ def test_early_stopping_restores_best_epoch(tmp_path):
 
 
 def test_drop_path_identity_in_eval_and_option_checked(tmp_path):
-    from cnnlab.models import build_model, list_models
+    from cnnlab.models import build_model
+    from cnnlab.train.run import build
 
-    names = {m.name for m in list_models()}
-    if "resnet18" in names:
-        model = build_model("resnet18", num_classes=10, in_channels=1, input_size=(32, 32), drop_path_rate=0.5).eval()
-        x = torch.randn(2, 1, 32, 32)
-        assert torch.equal(model(x), model(x))
-    else:
-        from cnnlab.layers import DropPath
+    class Digits:  # what run.build needs of a dataset
+        image_shape, num_classes = (1, 32, 32), 10
 
-        x = torch.randn(4, 3)
-        assert torch.equal(DropPath(0.5).eval()(x), x)
+    torch.manual_seed(0)
+    model = build(TrainConfig(model="resnet18", drop_path_rate=0.5), Digits)
+    plain = build_model("resnet18", num_classes=10, in_channels=1, input_size=(32, 32))
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(4, 1, 32, 32)
+    model.eval(), plain.eval()
+    assert torch.equal(model(x), plain(x))  # eval: every residual branch kept, unscaled
+    model.train()
+    torch.manual_seed(1)
+    outs = [model(x) for _ in range(4)]
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])  # train: branches really dropped at random
     with pytest.raises(ConfigError, match="stochastic-depth"):
         train(**QUICK, drop_path_rate=0.1, out=str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()  # nothing half-written
@@ -174,3 +213,72 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path):
     assert info["epoch"] == 1 and info["step"] == 0
     w = load_file(str(out / "checkpoints" / info["weights"]))
     assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_dropout_rate_reaches_the_model():
+    from cnnlab.train.run import build
+
+    class Small:
+        image_shape, num_classes = (3, 32, 32), 10
+
+    rates = {m.p for m in build(TrainConfig(model="vgg11", dropout=0.3), Small).modules()
+             if isinstance(m, torch.nn.Dropout)}
+    assert rates == {0.3}
+
+
+def test_grad_clipping_and_label_smoothing_applied(tmp_path):
+    norms = []
+
+    def grad_norm(trainer):  # gradients of the step just taken (cleared only by the next zero_grad)
+        assert trainer.criterion.label_smoothing == 0.2
+        norms.append(float(torch.nn.utils.get_total_norm([p.grad for p in trainer.model.parameters()])))
+
+    train(**dict(QUICK, epochs=1), clip_grad=0.05, label_smoothing=0.2, out=str(tmp_path / "clip"),
+          hooks={"step_end": [grad_norm]})
+    assert len(norms) == 34 and max(norms) <= 0.05 * (1 + 1e-4) and min(norms) > 0.04  # clipped, not zeroed
+
+
+def test_snapshot_ensemble_saves_one_snapshot_per_cycle(tmp_path):
+    out = tmp_path / "snap"
+    r = train(**dict(QUICK, epochs=4), snapshots=2, out=str(out))
+    snaps = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snaps == ["snapshot-1.safetensors", "snapshot-2.safetensors"]
+    a, b = (load_file(str(out / "snapshots" / n)) for n in snaps)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    final = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(b[k], final[k]) for k in b)  # the last snapshot is the end of the last cycle
+    lrs = [rec["lr"] for rec in r.history]  # the LR at each epoch's end: the cosine cycle restarts after 2
+    assert lrs[1] < lrs[0] and lrs[2] == pytest.approx(lrs[0]) and lrs[3] == pytest.approx(lrs[1])
+    assert 0.5 < r.summary["ensemble_test_accuracy"] <= 1.0
+
+
+def test_amp_modes_on_cpu():
+    from cnnlab.train.trainer import _amp
+
+    ctx, scaler, note = _amp("fp16", torch.device("cpu"))
+    assert scaler is None and "fp32" in note and "--amp fp16" in note  # said, not silently ignored
+    ctx, scaler, note = _amp("bf16", torch.device("cpu"))
+    with ctx():
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
+    assert note == "" and _amp("none", torch.device("cpu"))[2] == ""
+
+
+def test_checkpoint_refuses_non_finite_weights(tmp_path):
+    out = tmp_path / "nanw"
+
+    def poison(trainer):  # weights go non-finite right before a checkpoint, while the loss so far was finite
+        if trainer.global_step == 4:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("inf"))
+
+    with pytest.raises(TrainingDiverged, match="last good checkpoint: epoch 1 step 2"):
+        train(**QUICK, checkpoint_every=2, nan_check_every=1000, out=str(out), hooks={"step_end": [poison]})
+    assert latest_info(out)["global_step"] == 2
+
+
+def test_package_is_callable_and_lr_find_survives_submodule_import():
+    import cnnlab
+    import cnnlab.train.lr_range  # once loaded, a same-named submodule would shadow the function
+
+    assert callable(cnnlab.train) and cnnlab.train.config.TrainConfig is TrainConfig
+    assert callable(cnnlab.train.lr_find) and cnnlab.train.lr_find.__module__ == "cnnlab.train"

@@ -81,26 +81,42 @@ def test_ctrl_c_saves_checkpoint_and_resume_finishes(tmp_path):
     assert resumed.test_accuracy == reference.test_accuracy
 
 
+# Each torchrun rank trains through the same API the CLI calls, then reports its final weights' hash and
+# the metrics it saw (all-reduced, so every rank reports the totals).
+RANK_REPORT = """
+import hashlib, json, os, sys
+from cnnlab.train import train
+r = train(epochs=1, quiet=True, out=sys.argv[1])
+h = hashlib.sha256()
+for k, v in sorted(r.model.state_dict().items()):
+    h.update(k.encode())
+    h.update(v.detach().cpu().contiguous().numpy().tobytes())
+rank = int(os.environ["RANK"])
+with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as fh:
+    json.dump({"sha256": h.hexdigest(), **r.summary}, fh)
+"""
+
+
 @pytest.mark.slow
 def test_torchrun_two_ranks_identical_weights_and_exact_eval_counts(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun not installed beside this python")
-    digests = tmp_path / "digests"
-    out = tmp_path / "ddp"
-    env = {**_env(), "CNNLAB_RANK_DIGEST": str(digests), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "cnnlab", "train",
-                           "--epochs", "1", "--quiet", "--out", str(out)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    script, reports, out = tmp_path / "rank_report.py", tmp_path / "reports", tmp_path / "ddp"
+    script.write_text(RANK_REPORT)
+    reports.mkdir()
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(out), str(reports)],
+                          env={**_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    d0, d1 = (json.loads((digests / f"digest-rank{r}.json").read_text()) for r in (0, 1))
-    assert d0["sha256"] == d1["sha256"]
-    assert d0["world_size"] == 2
+    r0, r1 = (json.loads((reports / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["sha256"] == r1["sha256"]  # DDP kept the replicas identical
+    assert r0["world_size"] == 2
     from cnnlab.data import load_dataset
 
     ds = load_dataset("digits")
-    assert d0["val_count"] == d1["val_count"] == len(ds.val)  # each sample exactly once over both ranks
-    assert d0["test_count"] == len(ds.test)
+    assert r0["val_count"] == r1["val_count"] == len(ds.val)  # each sample exactly once over both ranks
+    assert r0["test_count"] == r1["test_count"] == len(ds.test)
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["val_count"] == len(ds.val)
     assert json.loads((out / "result.json").read_text())["test_count"] == len(ds.test)
+    assert len(list((out / "checkpoints").iterdir())) == 3  # one weights/state pair + latest.json

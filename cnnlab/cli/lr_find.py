@@ -29,7 +29,7 @@ def add_parser(sub):
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..train.lr_find import lr_find
+    from ..train.lr_range import lr_find
     from .train import config_from_args
 
     cfg = config_from_args(args)

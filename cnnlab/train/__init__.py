@@ -2,9 +2,13 @@
 (PyTorch's zero_grad → forward → loss → backward → step) with checkpoints, resume, EMA, schedules,
 early stopping, snapshot ensembles and torchrun data parallelism.
 
-The package itself is callable, `cnnlab.train(...)` is `cnnlab.train.train(...)`: the function and the
-package share one name, and making the module object callable keeps both meanings valid whatever was
-imported first. Heavy modules (trainer, torch) load on first call only.
+Why the package itself is callable: the issue asks for `cnnlab.train(...)` while `cnnlab.train` is also
+this package. Exporting the function from cnnlab/__init__.py instead would shadow the package: Python
+then binds `import cnnlab.train as t` to the function and `cnnlab.train.config` raises AttributeError.
+A module whose class forwards `__call__` to `train` keeps both meanings valid, whatever was imported
+first. For the same reason no function here shares its name with a submodule (importing the submodule
+would overwrite the attribute): `lr_find` lives in `lr_range.py`. Heavy modules (trainer, torch) load on
+first call only.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ def train(config=None, *, resume=None, hooks=None, **overrides):
 
 
 def lr_find(config=None, **kwargs):
-    """The learning-rate range test; see cnnlab.train.lr_find.lr_find."""
-    from .lr_find import lr_find as _lr_find
+    """The learning-rate range test; see cnnlab.train.lr_range.lr_find."""
+    from .lr_range import lr_find as _lr_find
 
     return _lr_find(config, **kwargs)
 

@@ -70,7 +70,8 @@ class TrainConfig:
     ema: bool = _f(False, "keep an exponential moving average (Polyak) of the weights, BN buffers included")
     ema_decay: float = _f(0.999, "EMA decay (warmed up as min(decay, (1+n)/(10+n)))")
     ema_eval: bool = _f(False, "use the EMA weights for early stopping, the test score and model.safetensors")
-    snapshots: int = _f(0, "snapshot ensembling: M cosine cycles, one snapshot saved per cycle (0 = off)")
+    snapshots: int = _f(0, "snapshot ensembling: M cosine cycles, one snapshot saved per cycle (0 = off; "
+                           "sets the schedule to cyclic)")
     early_stopping: int = _f(0, "stop after N epochs without validation improvement, restore the best (0 = off)")
     monitor: str = _f("val_acc", "validation metric for early stopping", choices=MONITORS)
     # reproducibility & run directory
@@ -119,8 +120,6 @@ class TrainConfig:
             self.schedule = "cyclic"
         if self.schedule == "cyclic" and not self.snapshots:
             raise ConfigError("schedule 'cyclic' is snapshot ensembling: give --snapshots M")
-        if self.schedule == "plateau" and self.early_stopping and self.plateau_patience >= self.early_stopping:
-            pass  # allowed, merely unusual
         for name in ("dropout", "drop_path_rate"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v < 1.0:
@@ -130,9 +129,11 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (what config.yaml holds)."""
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed (not validated)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod

@@ -22,11 +22,13 @@ class ModelEma:
         self.updates = 0
 
     def current_decay(self) -> float:
+        """The decay the next update uses (warmed up over the first updates)."""
         n = self.updates
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """One averaging step after an optimizer step (one fused lerp over all float tensors, no sync)."""
         d = self.current_decay()
         self.updates += 1
         src = model.state_dict()
@@ -40,11 +42,3 @@ class ModelEma:
                 t.copy_(s)
         if floats_ema:
             torch._foreach_lerp_(floats_ema, floats_src, 1.0 - d)
-
-    def state_dict(self) -> dict:
-        return {"updates": self.updates, "weights": {k: v.detach().clone() for k, v in
-                                                     self.module.state_dict().items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = int(state["updates"])
-        self.module.load_state_dict(state["weights"])

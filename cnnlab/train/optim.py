@@ -43,6 +43,11 @@ def l1_weights(model: nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
 
 
+def _cos_anneal(start: float, end: float, frac: float) -> float:
+    """Cosine interpolation from `start` (frac 0) to `end` (frac 1)."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 class LRSchedule:
     """Learning rate as a function of the global optimizer step (per-step granularity for every schedule):
 
@@ -50,7 +55,8 @@ class LRSchedule:
     step                lr · gamma^floor(epoch / step_size)
     exponential         lr · exp_gamma^floor(epoch)
     cosine              min_lr + (lr - min_lr)·½(1 + cos(π t/T))
-    onecycle            cosine ramp lr/25 → lr over the first 30 %, then cosine anneal to lr/25e4 (Smith)
+    onecycle            cosine ramp lr/25 → lr over the first 30 %, then cosine anneal to lr/25e4 (Smith;
+                        the LR curve of PyTorch's OneCycleLR with its defaults, without momentum cycling)
     cyclic              snapshot ensembling (Huang 2017): cosine from lr to 0 within each of M equal cycles
     plateau             lr · scale, scale ×= gamma after `plateau_patience` epochs without val improvement
 
@@ -79,14 +85,13 @@ class LRSchedule:
             lr = base * cfg.exp_gamma ** math.floor(epoch)
         elif cfg.schedule == "cosine":
             lr = cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
-        elif cfg.schedule == "onecycle":
-            up = max(1, int(0.3 * total))
-            lo, end = base / 25.0, base / 25.0 / 1e4
-            if t < up:
-                lr = lo + (base - lo) * 0.5 * (1 - math.cos(math.pi * t / up))
+        elif cfg.schedule == "onecycle":  # exactly torch.optim.lr_scheduler.OneCycleLR's default LR curve
+            peak_step = 0.3 * total - 1  # pct_start 0.3; the peak is reached at this (fractional) step
+            lo, end = base / 25.0, base / 25.0 / 1e4  # div_factor 25, final_div_factor 1e4
+            if 0 < peak_step and t <= peak_step:
+                lr = _cos_anneal(lo, base, t / peak_step)
             else:
-                frac = min(1.0, (t - up) / max(1, total - up))
-                lr = end + (base - end) * 0.5 * (1 + math.cos(math.pi * frac))
+                lr = _cos_anneal(base, end, min(1.0, (t - peak_step) / (total - 1 - peak_step)))
         elif cfg.schedule == "cyclic":
             cycle = total / cfg.snapshots
             lr = base * 0.5 * (1 + math.cos(math.pi * (t % cycle) / cycle))

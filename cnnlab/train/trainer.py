@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -64,7 +65,9 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.l1_params = l1_weights(model) if cfg.l1 > 0 else []
         self.ema = ModelEma(model, cfg.ema_decay) if cfg.ema else None
-        self.autocast, self.scaler = _amp(cfg.amp, device)
+        self.autocast, self.scaler, amp_note = _amp(cfg.amp, device)
+        if amp_note and dist.is_main:
+            print(f"cnnlab train: note: {amp_note}", file=sys.stderr, flush=True)
         self.meter = Meter(device)
         self.epoch = self.step = self.global_step = 0
         self.lr = cfg.lr
@@ -130,7 +133,8 @@ class Trainer:
         loader.set_epoch(self.epoch, self.step)
         self.on_epoch_start()
         self.progress.start_epoch(self.epoch, self.steps_per_epoch, self.step)
-        start, first_step = time.perf_counter(), self.step
+        start = time.perf_counter()
+        done_before = self.meter.read(reduce=True)["count"]  # > 0 when resuming mid-epoch
         for x, y in loader:
             if self.step >= self.steps_per_epoch:
                 break
@@ -155,7 +159,7 @@ class Trainer:
         metrics = self.meter.read(reduce=True, prefix="train_")
         if not math.isfinite(metrics["train_loss"]):
             self._diverged()
-        images = (self.step - first_step) * cfg.batch_size * self.dist.world_size
+        images = metrics["train_count"] - done_before  # this session's images, all ranks
         metrics.update(lr=self.lr, images_per_s=images / max(seconds, 1e-9), seconds=seconds)
         del metrics["train_count"]
         return metrics
@@ -180,7 +184,7 @@ class Trainer:
         """Epochs from the current position to cfg.epochs (or an early stop); returns the epoch records."""
         cfg = self.cfg
         with self.progress, _stop_on_sigint(self):
-            while self.epoch < cfg.epochs:
+            while self.epoch < cfg.epochs and not self._patience_exhausted():
                 record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
                 record.update(self.evaluate("val"))
                 if self.ema is not None:
@@ -210,7 +214,13 @@ class Trainer:
         return self.history
 
     # --- regularisers that act between epochs ------------------------------------------------------------
+    def _patience_exhausted(self) -> bool:
+        """Early stopping already decided to stop (true when resuming a run killed after that decision)."""
+        return bool(self.cfg.early_stopping) and self.best["bad_epochs"] >= self.cfg.early_stopping
+
     def _early_stopping(self, value: float) -> bool:
+        """Track the best monitored value (keeping its weights); True once `early_stopping` epochs passed
+        without improvement."""
         if not self.cfg.early_stopping:
             return False
         higher = self.cfg.monitor == "val_acc"
@@ -233,9 +243,14 @@ class Trainer:
         save_safetensors_atomic(self.eval_module().state_dict(), self.run_dir / "snapshots" / f"snapshot-{k}.safetensors")
 
     # --- guards and checkpoints --------------------------------------------------------------------------
-    def check_finite(self) -> None:
+    def check_finite(self, weights_too: bool = False) -> None:
+        """Stop with TrainingDiverged if the loss sum (and, when asked, any weight) is NaN/inf. One host sync."""
         if not self.meter.finite():
             self._diverged()
+        if weights_too:  # a finite loss can still come with inf gradients that poisoned the weights
+            params = [p.detach() for p in self.model.parameters()]
+            if params and not bool(torch.stack(torch._foreach_norm(params)).isfinite().all()):
+                self._diverged()
 
     def _diverged(self) -> None:
         last = ckpt.latest_info(self.run_dir) if self.run_dir is not None else None
@@ -247,7 +262,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Checkpoint the exact position (rank 0 writes; refuses to save a diverged state)."""
-        self.check_finite()
+        self.check_finite(weights_too=True)
         if self.run_dir is None or not self.dist.is_main:
             return
         weights = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -278,7 +293,9 @@ class Trainer:
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.global_step = int(state["epoch"]), int(state["step"]), int(state["global_step"])
-        self.meter.load(state["meter"])
+        # Partial-epoch sums: rank 0's (the only ones saved) on rank 0, zero elsewhere, so that the all-reduced
+        # epoch metrics count no sample twice.
+        self.meter.load(state["meter"] if self.dist.is_main else torch.zeros_like(state["meter"]))
         self.train_seconds = float(state["train_seconds"])
         ckpt.set_rng_state(state["rng"])
         if self.writer is not None:
@@ -286,16 +303,22 @@ class Trainer:
 
 
 def _amp(mode: str, device: torch.device):
-    """(autocast context factory, GradScaler or None). bf16/fp16 on CUDA; bf16 on CPU when asked; else fp32."""
-    if mode == "none" or (device.type == "cpu" and mode == "fp16"):
-        return contextlib.nullcontext, None
+    """(autocast context factory, GradScaler or None, note or ""): bf16/fp16 autocast on CUDA (fp16 with a
+    GradScaler against underflowing gradients); bf16 on CPU when asked; fp32 otherwise. The note says when
+    the mode asked for is not what runs."""
+    if mode == "none":
+        return contextlib.nullcontext, None, ""
     if device.type == "cuda":
-        dtype = torch.float16 if mode == "fp16" or not torch.cuda.is_bf16_supported() else torch.bfloat16
+        note = ""
+        if mode == "bf16" and not torch.cuda.is_bf16_supported():
+            mode, note = "fp16", "--amp bf16: this GPU has no bf16; using fp16 with a gradient scaler"
+        dtype = torch.float16 if mode == "fp16" else torch.bfloat16
         scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
-    if device.type == "cpu":
-        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
-    return contextlib.nullcontext, None
+        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler, note
+    if device.type == "cpu" and mode == "bf16":
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None, ""
+    return (contextlib.nullcontext, None,
+            f"--amp {mode}: no {mode} autocast on {device.type}; training in fp32 (on CPU use --amp bf16)")
 
 
 @contextlib.contextmanager

@@ -137,7 +137,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     """Range test for the model/data/optimizer a TrainConfig describes (single process)."""
     from ..data import BatchLoader
     from .optim import build_optimizer
-    from .run import build, load_data
+    from .run import build, build_augment, load_data
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}), "lr_find()")
     cfg = cfg.replace(**overrides).validate()
@@ -146,11 +146,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     torch.manual_seed(cfg.seed)
     dataset = load_data(cfg)
     model = build(cfg, dataset)
-    augment = None
-    if cfg.augment:
-        from ..data.augment import build_augmentation
-
-        augment = build_augmentation(cfg.augment, dataset)
+    augment = build_augment(cfg, dataset)
     mean, std = dataset.channel_stats()
     loader = BatchLoader(dataset.train, cfg.batch_size, shuffle=True, seed=cfg.seed, mean=mean, std=std,
                          augment=augment)
