@@ -4,6 +4,10 @@ regularisers (weight decay, L1, EMA, early stopping, stochastic depth), checkpoi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -282,3 +286,41 @@ def test_package_is_callable_and_lr_find_survives_submodule_import():
 
     assert callable(cnnlab.train) and cnnlab.train.config.TrainConfig is TrainConfig
     assert callable(cnnlab.train.lr_find) and cnnlab.train.lr_find.__module__ == "cnnlab.train"
+
+
+@pytest.mark.parametrize("idle,world,expected", [(1.9, 1, 2), (1.2, 1, 1), (0.1, 1, 1), (2.0, 2, 1)])
+def test_auto_threads_uses_the_idle_cores(monkeypatch, idle, world, expected):
+    from cnnlab.train import run
+
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(run, "idle_cores", lambda: idle)
+    assert run.auto_threads(world) == expected
+
+
+def test_idle_cores_sees_a_busy_core():
+    from cnnlab.train.run import idle_cores
+
+    if idle_cores() is None:
+        pytest.skip("no /proc/stat on this platform")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        idle = idle_cores(0.5)
+    finally:
+        spinner.kill()
+    assert idle <= (os.cpu_count() or 1) - 0.5  # at least half a core taken by the spinner
+
+
+def test_resume_restores_the_interrupted_runs_thread_count(tmp_path, monkeypatch):
+    from cnnlab.train import run
+
+    monkeypatch.setattr(run, "auto_threads", lambda world=1: 2)
+    out = tmp_path / "run"
+    train(**{**QUICK, "epochs": 1, "threads": 0}, out=str(out))   # auto picks 2
+    state = torch.load(out / "checkpoints" / latest_info(out)["state"], weights_only=True)
+    assert state["threads"] == 2
+    monkeypatch.setattr(run, "auto_threads", lambda world=1: 1)   # the machine got busier since
+    cfg = (out / "config.yaml").read_text().replace("epochs: 1", "epochs: 2")
+    (out / "config.yaml").write_text(cfg)
+    train(resume=str(out))
+    assert torch.get_num_threads() == 2

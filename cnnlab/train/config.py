@@ -82,7 +82,8 @@ class TrainConfig:
     nan_check_every: int = _f(50, "steps between checks of the on-device non-finite-loss flag")
     # speed
     device: str = _f("auto", "device", choices=DEVICES)
-    threads: int = _f(0, "CPU threads for torch (0 = all cores, divided between local torchrun processes)")
+    threads: int = _f(0, "CPU threads for torch (0 = the cores idle at start, divided "
+                         "between local torchrun processes; a resumed run keeps its thread count)")
     channels_last: bool = _f(False, "channels-last memory format (helps convnets on CUDA/AMP and some CPUs)")
     compile: bool = _f(False, "torch.compile the model (slow start; pays off for large models only)")
     amp: str = _f("none", "mixed precision: bf16/fp16 autocast on CUDA; bf16 on CPU if asked", choices=AMP_MODES)

@@ -275,7 +275,7 @@ class Trainer:
                  "ema_updates": self.ema.updates if self.ema is not None else 0,
                  "rng": ckpt.rng_state(), "meter": self.meter.state(), "best": dict(self.best),
                  "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                 "train_seconds": self.train_seconds}
+                 "train_seconds": self.train_seconds, "threads": torch.get_num_threads()}
         ckpt.save_checkpoint(self.run_dir, weights, state, self.global_step)
         self.on_checkpoint()
 
@@ -297,6 +297,9 @@ class Trainer:
         # epoch metrics count no sample twice.
         self.meter.load(state["meter"] if self.dist.is_main else torch.zeros_like(state["meter"]))
         self.train_seconds = float(state["train_seconds"])
+        if not self.cfg.threads and "threads" in state:
+            # Bitwise resume needs the same reductions, so the same thread count as the interrupted run.
+            torch.set_num_threads(int(state["threads"]))
         ckpt.set_rng_state(state["rng"])
         if self.writer is not None:
             self.writer.truncate_after(self.epoch)
