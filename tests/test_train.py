@@ -324,3 +324,23 @@ def test_resume_restores_the_interrupted_runs_thread_count(tmp_path, monkeypatch
     (out / "config.yaml").write_text(cfg)
     train(resume=str(out))
     assert torch.get_num_threads() == 2
+
+
+def test_resume_keeps_the_saved_class_mapping(tmp_path):
+    """A class folder added after training started must not shift labels when the run resumes."""
+    from PIL import Image
+
+    root = tmp_path / "shapes"
+    for k, name in enumerate(["b_dark", "c_light"]):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("L", (8, 8), color=40 + 160 * k + i).save(root / name / f"{i}.png")
+    out = tmp_path / "run"
+    train(model="conv3-4 > relu > gap > fc2", data=str(root), epochs=1, threads=1, quiet=True, out=str(out))
+    (root / "a_new").mkdir()                         # sorts first: would become label 0
+    for i in range(12):
+        Image.new("L", (8, 8), color=i).save(root / "a_new" / f"{i}.png")
+    (out / "config.yaml").write_text((out / "config.yaml").read_text().replace("epochs: 1", "epochs: 2"))
+    resumed = train(resume=str(out))
+    assert json.loads((out / "classes.json").read_text())["classes"] == ["b_dark", "c_light"]
+    assert resumed.model.num_classes == 2

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..data.folder import RESIZE_POLICIES
 from ..errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -39,6 +40,9 @@ class TrainConfig:
                              "path to an image folder / .npz")
     model_opts: dict = _f({}, "model options as KEY=VALUE (repeatable), e.g. act=relu", flag="--model-opt")
     image_size: int | None = _f(None, "resize images to SIZE×SIZE (default: the dataset's own size; digits: 32)")
+    channels: int | None = _f(None, "convert images to grey (1) or RGB (3) (default: as the data comes)")
+    resize: str = _f("shorter-crop", "image-folder resize policy: shorter side + centre crop, or squash",
+                     choices=RESIZE_POLICIES)
     data_dir: str | None = _f(None, "where datasets are cached/downloaded")
     offline: bool = _f(False, "never download; fail if the data is not cached")
     limit_per_class: int | None = _f(None, "keep at most N training images per class (quick experiments)")
@@ -109,6 +113,8 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.ema_decay < 1.0:

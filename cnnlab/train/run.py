@@ -3,6 +3,7 @@ resume, the final test score and result files. The CLI's `cnnlab train` is a thi
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -94,11 +95,16 @@ def set_threads(cfg: TrainConfig, dist: distributed.DistInfo) -> None:
         torch.set_num_threads(auto_threads(dist.local_world_size))
 
 
-def load_data(cfg: TrainConfig):
-    """The dataset --data names, split and resized as the config says."""
+def load_data(cfg: TrainConfig, classes: list[str] | None = None):
+    """The dataset --data names, split and resized as the config says; `classes` (a run's saved
+    class list) fixes the labels so a resumed or evaluated run reads the data as it was trained."""
     from ..data import load_dataset
 
-    kwargs = {"image_size": cfg.image_size, "seed": cfg.seed}
+    kwargs = {"image_size": cfg.image_size, "seed": cfg.seed, "resize": cfg.resize}
+    if cfg.channels:
+        kwargs["channels"] = cfg.channels
+    if classes is not None:
+        kwargs["classes"] = classes
     if cfg.data_dir:
         kwargs["data_dir"] = cfg.data_dir
     if cfg.offline:
@@ -106,6 +112,20 @@ def load_data(cfg: TrainConfig):
     if cfg.limit_per_class:
         kwargs["limit_per_class"] = cfg.limit_per_class
     return load_dataset(cfg.data, **kwargs)
+
+
+def saved_classes(run_dir: Path) -> list[str] | None:
+    """The class list a run saved in classes.json (None for a run that has none)."""
+    path = Path(run_dir) / "classes.json"
+    if not path.is_file():
+        return None
+    try:
+        classes = json.loads(path.read_text())["classes"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a cnnlab classes file ({exc!r})") from None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ConfigError(f"{path}: 'classes' must be a list of names")
+    return classes
 
 
 def build_augment(cfg: TrainConfig, dataset):
@@ -217,7 +237,7 @@ def _train(cfg: TrainConfig, dist, device, resume_dir: Path | None, hooks, wall:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
-    dataset = load_data(cfg)
+    dataset = load_data(cfg, saved_classes(resume_dir) if resume_dir is not None else None)
     model = build(cfg, dataset).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
