@@ -44,5 +44,8 @@ def _run(args) -> int:
     table.add_column("description")
     for r in rows:
         table.add_row(r["name"], r["family"], "x".join(map(str, r["input"])), f"{r['params']:,}", r["description"])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or log gets 80 columns by default, which wraps every description
+        console = Console(width=200)
+    console.print(table)
     return 0
