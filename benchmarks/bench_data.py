@@ -5,7 +5,7 @@ The per-sample baseline is the standard recipe (torchvision's RandomHorizontalFl
 Normalize, written on uint8 tensors so no PIL conversion is charged to it), collated by a DataLoader;
 `--workers N` also gives it N worker processes.
 
-Usage: python benchmarks/bench_data.py [--n 50000] [--per-sample-n 5000] [--batch 256] [--threads 1]
+Usage: python benchmarks/bench_data.py [--n 50000] [--per-sample-n 5000] [--batch 256] [--threads 0]
        [--workers 0] [--rounds 3] [--json PATH]
 """
 
@@ -82,14 +82,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3,
                     help="timed rounds, each one batched epoch then one per-sample pass (best of each kept: "
                          "interleaving lets both see the same load on a shared machine)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch intra-op threads (default 1: on a small, shared CPU OpenMP's spin-waits make "
-                         "tiny batch ops far slower with more threads)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (default 0: what `cnnlab train` picks, the cores idle at start; "
+                         "on a busy machine OpenMP's spin-waits make small batch ops far slower with more)")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for the per-sample "
                     "baseline (default 0)")
     ap.add_argument("--json", help="also write results as JSON here")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    from cnnlab.train.run import auto_threads
+
+    torch.set_num_threads(args.threads or auto_threads())
 
     base_rss = current_rss_bytes()
     gen = torch.Generator().manual_seed(0)
@@ -126,6 +128,7 @@ def main(argv=None) -> dict:
     rows = [("pipeline", "images/s"), ("batched (cnnlab BatchLoader)", f"{batched:,.0f}"),
             (f"per-sample Dataset+DataLoader ({args.workers} workers)", f"{per_sample:,.0f}"),
             ("speed-up", f"{batched / per_sample:.1f}×"),
+            ("torch threads", f"{torch.get_num_threads()}"),
             ("dataset uint8 size", f"{uint8_bytes * mb:,.1f} MiB"),
             ("RSS before data (torch etc.)", f"{base_rss * mb:,.1f} MiB"),
             ("peak RSS, batched run", f"{batched_peak * mb:,.1f} MiB"),
