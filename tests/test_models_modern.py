@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from param_counts import EXPECTED_PARAMS
 from torch import nn
 
 from cnnlab.errors import ConfigError, GeometryError
@@ -15,20 +16,12 @@ from cnnlab.models import build_model, list_models
 from cnnlab.models.googlenet import INCEPTION_SPECS, GoogLeNetOutputs
 from cnnlab.models.resnet import BasicBlock, Bottleneck
 
-# Every model this issue registers, with its parameter count at the canonical 224x224 / 1000 classes.
-# ResNets and GoogLeNet are torchvision's published counts; plain nets are ResNet minus its three
-# projection shortcuts (173,824 params); MobileNet v1 is the paper's 4.2M (Keras: 4,231,976 trainable).
-REGISTERED_PARAMS = {
-    "resnet18": 11_689_512,
-    "resnet34": 21_797_672,
-    "resnet50": 25_557_032,
-    "resnet101": 44_549_160,
-    "resnet152": 60_192_808,
-    "plain18": 11_515_688,
-    "plain34": 21_623_848,
-    "googlenet": 6_624_904,
-    "mobilenet_v1": 4_231_976,
-}
+# The models of this file's families; their counts are the shared reference (param_counts.py): ResNets and
+# GoogLeNet are torchvision's published counts; plain nets are ResNet minus its three projection shortcuts
+# (173,824 params); MobileNet v1 is the paper's 4.2M (Keras: 4,231,976 trainable).
+REGISTERED_PARAMS = {name: EXPECTED_PARAMS[name] for name in (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "plain18", "plain34", "googlenet",
+    "mobilenet_v1")}
 
 
 
