@@ -56,7 +56,7 @@ def _show(args) -> int:
     ds = load_from_args(args)
     augment = build_augmentation(args.augment, ds)
     print(dataset_card(ds, getattr(augment, "spec", None)))
-    out = sample_grid(ds, augment, args.out, n=args.samples, seed=args.seed)
+    out = sample_grid(ds, augment, args.out, n=args.samples, seed=args.seed, spec=args.augment)
     print(f"samples      {out}")
     return 0
 

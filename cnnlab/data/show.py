@@ -51,10 +51,12 @@ def _tile(images: torch.Tensor, cols: int, scale: int, pad: int = 2) -> torch.Te
 
 
 def sample_grid(ds: Dataset, augment=None, out: str | Path = "samples.png", n: int = 16, seed: int = 0,
-                rounds: int = 2) -> Path:
-    """Write a PNG: left panel the first `n` training samples (classes round-robin), right panel(s) the
-    same samples after `rounds` independent draws of `augment`."""
-    from PIL import Image
+                rounds: int = 2, spec: str | None = None) -> Path:
+    """Write a PNG: left panel the first `n` training samples (classes round-robin, each tile labelled
+    with its class name), right panel(s) the same samples after `rounds` independent draws of `augment`
+    (titled with the augmentation `spec`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     from ..utils.io import atomic_path
 
@@ -63,16 +65,29 @@ def sample_grid(ds: Dataset, augment=None, out: str | Path = "samples.png", n: i
     picks = [int(idx[j]) for j in range(max((len(p) for p in per_class), default=0))
              for idx in per_class if j < len(idx)][:n]
     batch = ds.train.images[torch.tensor(picks, dtype=torch.long)]
-    panels = [batch]
+    panels = [("original", batch)]
     if augment is not None:
         gen = torch.Generator().manual_seed(seed)
-        panels += [augment(batch, gen).round().clamp(0, 255).to(torch.uint8) for _ in range(rounds)]
+        panels += [(f"{spec or 'augmented'} (draw {k + 1})",
+                    augment(batch, gen).round().clamp(0, 255).to(torch.uint8)) for k in range(rounds)]
     cols = math.ceil(math.sqrt(len(batch)))
     scale = max(1, 96 // max(batch.shape[2:]))
-    tiles = [_tile(p, cols, scale) for p in panels]
-    sep = torch.zeros((3, tiles[0].shape[1], 6), dtype=torch.uint8)
-    joined = torch.cat([t for tile in tiles for t in (tile, sep)][:-1], dim=2)
+    pad = 2
+    cell_h, cell_w = batch.shape[2] * scale + pad, batch.shape[3] * scale + pad
+    fig = Figure(figsize=(4.2 * len(panels), 4.6), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (title, images) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.imshow(_tile(images, cols, scale, pad).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+        for k, index in enumerate(picks):
+            r, c = divmod(k, cols)
+            ax.text(pad + c * cell_w + 2, pad + r * cell_h + 2, ds.classes[int(labels[index])], fontsize=7,
+                    color="yellow", va="top", ha="left")
+    fig.suptitle(f"{ds.name}: what the network sees", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     out = Path(out)
     with atomic_path(out) as tmp:
-        Image.fromarray(joined.permute(1, 2, 0).contiguous().numpy()).save(tmp, format="PNG")
+        fig.savefig(tmp, format="png")
     return out
