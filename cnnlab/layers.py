@@ -121,8 +121,9 @@ def init_weights(model: nn.Module, scheme: str = "kaiming") -> None:
 
 # --- geometry ----------------------------------------------------------------------------------------
 
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+def pair(v) -> tuple[int, int]:
+    """An int or a 1-/2-sequence (PyTorch's kernel_size, stride, ... forms) as an (h, w) pair of ints."""
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
@@ -155,8 +156,8 @@ def module_output_shape(module: nn.Module, shape: tuple[int, int, int], name: st
     (Flatten and Linear are not spatial and must not be passed here)."""
     c, h, w = shape
     if isinstance(module, nn.Conv2d):
-        k, s, p, d = (_pair(module.kernel_size), _pair(module.stride), _pair(module.padding),
-                      _pair(module.dilation))
+        k, s, p, d = (pair(module.kernel_size), pair(module.stride), pair(module.padding),
+                      pair(module.dilation))
         if isinstance(module.padding, str):
             raise GeometryError(f"{name}: string padding {module.padding!r} is not supported in geometry")
         label = f"{name} ({type(module).__name__})"
@@ -164,16 +165,16 @@ def module_output_shape(module: nn.Module, shape: tuple[int, int, int], name: st
                 conv_output_size(h, k[0], s[0], p[0], d[0], layer=label),
                 conv_output_size(w, k[1], s[1], p[1], d[1], layer=label))
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        k = _pair(module.kernel_size)
-        s = _pair(module.stride if module.stride is not None else module.kernel_size)
-        p = _pair(module.padding)
-        d = _pair(getattr(module, "dilation", 1))
+        k = pair(module.kernel_size)
+        s = pair(module.stride if module.stride is not None else module.kernel_size)
+        p = pair(module.padding)
+        d = pair(getattr(module, "dilation", 1))
         label = f"{name} ({type(module).__name__})"
         return (c,
                 conv_output_size(h, k[0], s[0], p[0], d[0], module.ceil_mode, layer=label),
                 conv_output_size(w, k[1], s[1], p[1], d[1], module.ceil_mode, layer=label))
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-        oh, ow = _pair(module.output_size)
+        oh, ow = pair(module.output_size)
         return (c, oh if oh is not None else h, ow if ow is not None else w)
     if isinstance(module, nn.Sequential):
         return sequential_output_shape(module.named_children(), shape, prefix=name + ".")

@@ -20,6 +20,8 @@ from math import prod
 
 from torch import nn
 
+from ..layers import pair
+
 CONVENTIONS = (
     "Counted per image (batch 1) at inference (eval mode). MACs: multiply-accumulates of conv/linear "
     "layers. FLOPs = 2 x MACs for conv/linear (the lectures' (2*D_in*F^2)*D_out*H_out*W_out, bias add "
@@ -40,11 +42,6 @@ COUNTED_MODULES = ((nn.Conv2d, nn.Conv1d, nn.Linear) + _ACTIVATIONS + _NORMS + _
                    + _WINDOW_POOLS + _ADAPTIVE_POOLS + (nn.LocalResponseNorm,))
 
 
-def _pair(v) -> tuple[int, int]:
-    """An int or a 1-/2-sequence as an (h, w) pair of ints."""
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[-1]))
-
-
 def is_counted_module(module: nn.Module) -> bool:
     """Modules counted as one row; other modules are transparent (their inner ops are counted)."""
     return isinstance(module, COUNTED_MODULES)
@@ -54,16 +51,16 @@ def window(module: nn.Module) -> dict | None:
     """Kernel, stride, padding, dilation and groups of a 2-D conv/pool, as (h, w) pairs; else None."""
     if isinstance(module, nn.Conv2d):
         if isinstance(module.padding, str):  # "same"/"valid": PyTorch resolves it; so do we
-            k, d = _pair(module.kernel_size), _pair(module.dilation)
+            k, d = pair(module.kernel_size), pair(module.dilation)
             pad = (0, 0) if module.padding == "valid" else tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
         else:
-            pad = _pair(module.padding)
-        return {"kernel": _pair(module.kernel_size), "stride": _pair(module.stride), "padding": pad,
-                "dilation": _pair(module.dilation), "groups": module.groups, "ceil_mode": False}
+            pad = pair(module.padding)
+        return {"kernel": pair(module.kernel_size), "stride": pair(module.stride), "padding": pad,
+                "dilation": pair(module.dilation), "groups": module.groups, "ceil_mode": False}
     if isinstance(module, _WINDOW_POOLS):
-        k = _pair(module.kernel_size)
-        return {"kernel": k, "stride": _pair(module.stride if module.stride else module.kernel_size),
-                "padding": _pair(module.padding), "dilation": _pair(getattr(module, "dilation", 1)),
+        k = pair(module.kernel_size)
+        return {"kernel": k, "stride": pair(module.stride if module.stride else module.kernel_size),
+                "padding": pair(module.padding), "dilation": pair(getattr(module, "dilation", 1)),
                 "groups": None, "ceil_mode": bool(module.ceil_mode)}
     return None
 
@@ -91,8 +88,8 @@ def call_window(name: str, args: tuple, kwargs: dict) -> dict | None:
             w = params.get("weight")
             if getattr(w, "ndim", 0) != 4:
                 return None
-            kernel, dilation = _pair(tuple(w.shape[-2:])), _pair(params.get("dilation", 1))
-            stride, padding = _pair(params.get("stride", 1)), params.get("padding", 0)
+            kernel, dilation = pair(tuple(w.shape[-2:])), pair(params.get("dilation", 1))
+            stride, padding = pair(params.get("stride", 1)), params.get("padding", 0)
             if isinstance(padding, str):  # "same" is symmetric only for odd effective kernels, stride 1 only
                 if padding == "valid":
                     padding = 0
@@ -104,15 +101,15 @@ def call_window(name: str, args: tuple, kwargs: dict) -> dict | None:
             groups = params.get("groups", 1)
             if not isinstance(groups, int):
                 return None
-            return {"kernel": kernel, "stride": stride, "padding": _pair(padding),
+            return {"kernel": kernel, "stride": stride, "padding": pair(padding),
                     "dilation": dilation, "groups": groups, "ceil_mode": False,
                     "cin_per_group": int(w.shape[1]), "out_channels": int(w.shape[0])}
         if params.get("return_indices"):
             return None
-        kernel = _pair(params["kernel_size"])
+        kernel = pair(params["kernel_size"])
         stride = params.get("stride")
-        return {"kernel": kernel, "stride": _pair(stride) if stride else kernel,
-                "padding": _pair(params.get("padding", 0)), "dilation": _pair(params.get("dilation", 1)),
+        return {"kernel": kernel, "stride": pair(stride) if stride else kernel,
+                "padding": pair(params.get("padding", 0)), "dilation": pair(params.get("dilation", 1)),
                 "groups": None, "ceil_mode": bool(params.get("ceil_mode", False))}
     except (KeyError, TypeError, ValueError, IndexError):
         return None
@@ -134,9 +131,9 @@ def count_module(module: nn.Module, in_numel: int, out_shape: tuple[int, ...]) -
     if isinstance(module, _ACTIVATIONS):
         return 0, out_numel
     if isinstance(module, nn.MaxPool2d):
-        return 0, (prod(_pair(module.kernel_size)) - 1) * out_numel
+        return 0, (prod(pair(module.kernel_size)) - 1) * out_numel
     if isinstance(module, nn.AvgPool2d):
-        return 0, prod(_pair(module.kernel_size)) * out_numel
+        return 0, prod(pair(module.kernel_size)) * out_numel
     if isinstance(module, nn.AdaptiveAvgPool2d):
         return 0, in_numel
     if isinstance(module, nn.AdaptiveMaxPool2d):
