@@ -4,10 +4,12 @@ initialisation, and the lectures' geometry arithmetic (W - F + 2P)/S + 1 with ex
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import ConfigError, GeometryError
 
@@ -119,6 +121,33 @@ def init_weights(model: nn.Module, scheme: str = "kaiming") -> None:
             nn.init.zeros_(m.bias)
 
 
+# Tensor initialisers (nn.init and the in-place Tensor methods it calls) that meta_device() skips.
+_INIT_OPS = frozenset({"normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_",
+                       "bernoulli_", "random_", "orthogonal_", "kaiming_normal_", "kaiming_uniform_",
+                       "xavier_normal_", "xavier_uniform_"})
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """Initialising a meta tensor is a no-op anyway, but some of it routes through torch._refs and
+    imports torch._dynamo (seconds); return the tensor untouched instead."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in _INIT_OPS:
+            target = args[0] if args else kwargs.get("tensor")  # nn.init passes tensor= by keyword
+            if getattr(target, "is_meta", False):
+                return target
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def meta_device():
+    """Build modules on PyTorch's meta device (shapes only: no memory, no initialisation cost), for
+    parameter counts and shape analysis where weight values do not matter."""
+    with torch.device("meta"), _SkipMetaInit():
+        yield
+
+
 # --- geometry ----------------------------------------------------------------------------------------
 
 def pair(v) -> tuple[int, int]:
@@ -151,28 +180,40 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, 
     return out
 
 
+def window(module: nn.Module) -> dict | None:
+    """Kernel, stride, padding, dilation (as (h, w) pairs), groups and ceil_mode of a 2-D conv/pool
+    module; None for any other module. A conv's string padding is resolved as PyTorch does for odd
+    effective kernels ("valid" 0, "same" d(k-1)/2)."""
+    if isinstance(module, nn.Conv2d):
+        k, d = pair(module.kernel_size), pair(module.dilation)
+        if isinstance(module.padding, str):
+            pad = (0, 0) if module.padding == "valid" else tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
+        else:
+            pad = pair(module.padding)
+        return {"kernel": k, "stride": pair(module.stride), "padding": pad, "dilation": d,
+                "groups": module.groups, "ceil_mode": False}
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        k = pair(module.kernel_size)
+        return {"kernel": k, "stride": pair(module.stride if module.stride else module.kernel_size),
+                "padding": pair(module.padding), "dilation": pair(getattr(module, "dilation", 1)),
+                "groups": None, "ceil_mode": bool(module.ceil_mode)}
+    return None
+
+
 def module_output_shape(module: nn.Module, shape: tuple[int, int, int], name: str = "layer") -> tuple[int, int, int]:
     """(C, H, W) after one conv/pool module, by the lectures' arithmetic; other modules keep the shape
     (Flatten and Linear are not spatial and must not be passed here)."""
     c, h, w = shape
-    if isinstance(module, nn.Conv2d):
-        k, s, p, d = (pair(module.kernel_size), pair(module.stride), pair(module.padding),
-                      pair(module.dilation))
-        if isinstance(module.padding, str):
-            raise GeometryError(f"{name}: string padding {module.padding!r} is not supported in geometry")
+    if isinstance(module, nn.Conv2d) and isinstance(module.padding, str):
+        raise GeometryError(f"{name}: string padding {module.padding!r} is not supported in geometry")
+    win = window(module)
+    if win is not None:
         label = f"{name} ({type(module).__name__})"
-        return (module.out_channels,
-                conv_output_size(h, k[0], s[0], p[0], d[0], layer=label),
-                conv_output_size(w, k[1], s[1], p[1], d[1], layer=label))
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        k = pair(module.kernel_size)
-        s = pair(module.stride if module.stride is not None else module.kernel_size)
-        p = pair(module.padding)
-        d = pair(getattr(module, "dilation", 1))
-        label = f"{name} ({type(module).__name__})"
-        return (c,
-                conv_output_size(h, k[0], s[0], p[0], d[0], module.ceil_mode, layer=label),
-                conv_output_size(w, k[1], s[1], p[1], d[1], module.ceil_mode, layer=label))
+        k, s, p, d = (win[key] for key in ("kernel", "stride", "padding", "dilation"))
+        out_c = module.out_channels if isinstance(module, nn.Conv2d) else c
+        return (out_c,
+                conv_output_size(h, k[0], s[0], p[0], d[0], win["ceil_mode"], layer=label),
+                conv_output_size(w, k[1], s[1], p[1], d[1], win["ceil_mode"], layer=label))
     if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         oh, ow = pair(module.output_size)
         return (c, oh if oh is not None else h, ow if ow is not None else w)

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from torch import nn
 
-from .render import human
+from .render import box_table, human
 from .summary import LayerRow, Summary
 
 
@@ -98,8 +98,6 @@ def render_compare(doc: dict, fmt: str = "table") -> str:
     """Render `compare()`'s document as a table or JSON."""
     if fmt == "json":
         return json.dumps(doc, indent=2) + "\n"
-    from .render import box_table
-
     rows = []
     for key, row in doc["rows"].items():
         if key == "receptive_field":

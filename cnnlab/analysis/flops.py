@@ -35,34 +35,15 @@ _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.C
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 _FREE_MODULES = (nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout, nn.Identity, nn.Flatten,
                  nn.Unflatten, nn.ZeroPad2d, nn.ConstantPad2d, nn.ChannelShuffle)
-_WINDOW_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 _ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 COUNTED_MODULES = ((nn.Conv2d, nn.Conv1d, nn.Linear) + _ACTIVATIONS + _NORMS + _FREE_MODULES
-                   + _WINDOW_POOLS + _ADAPTIVE_POOLS + (nn.LocalResponseNorm,))
+                   + (nn.MaxPool2d, nn.AvgPool2d) + _ADAPTIVE_POOLS + (nn.LocalResponseNorm,))
 
 
 def is_counted_module(module: nn.Module) -> bool:
     """Modules counted as one row; other modules are transparent (their inner ops are counted)."""
     return isinstance(module, COUNTED_MODULES)
-
-
-def window(module: nn.Module) -> dict | None:
-    """Kernel, stride, padding, dilation and groups of a 2-D conv/pool, as (h, w) pairs; else None."""
-    if isinstance(module, nn.Conv2d):
-        if isinstance(module.padding, str):  # "same"/"valid": PyTorch resolves it; so do we
-            k, d = pair(module.kernel_size), pair(module.dilation)
-            pad = (0, 0) if module.padding == "valid" else tuple(di * (ki - 1) // 2 for ki, di in zip(k, d))
-        else:
-            pad = pair(module.padding)
-        return {"kernel": pair(module.kernel_size), "stride": pair(module.stride), "padding": pad,
-                "dilation": pair(module.dilation), "groups": module.groups, "ceil_mode": False}
-    if isinstance(module, _WINDOW_POOLS):
-        k = pair(module.kernel_size)
-        return {"kernel": k, "stride": pair(module.stride if module.stride else module.kernel_size),
-                "padding": pair(module.padding), "dilation": pair(getattr(module, "dilation", 1)),
-                "groups": None, "ceil_mode": bool(module.ceil_mode)}
-    return None
 
 
 _CALL_PARAMS = {
@@ -162,7 +143,6 @@ ELEMENTWISE_OPS = frozenset("""
 """.split())
 # One FLOP per input element (sums/means over an axis, global pooling).
 REDUCTION_OPS = frozenset("mean sum adaptive_avg_pool2d adaptive_avg_pool1d amax max min norm".split())
-CONV_OPS = frozenset("conv2d convolution linear matmul mm addmm bmm".split())
 
 
 def op_name(func) -> str:

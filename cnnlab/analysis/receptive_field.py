@@ -43,16 +43,6 @@ class ReceptiveField:
                 "centre": [_num(v) for v in self.centre], "global": False, "unknown": False,
                 **({"approx": True} if self.approx else {})}
 
-    def describe(self) -> str:
-        """Short text for tables: `16x16 j4 c7.5`, `global` or `?`."""
-        if self.unknown:
-            return "?"
-        if self.is_global:
-            return "global"
-        size = _axes(self.size, "x")
-        txt = f"{'<=' if self.approx else ''}{size} j{_axes(self.jump, ',')} c{_axes(self.centre, ',')}"
-        return txt
-
 
 INPUT = ReceptiveField()
 GLOBAL = ReceptiveField(is_global=True)
@@ -61,11 +51,6 @@ UNKNOWN = ReceptiveField(unknown=True)
 
 def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else round(float(v), 4)
-
-
-def _axes(pair: Pair, sep: str) -> str:
-    a, b = (_num(v) for v in pair)
-    return f"{a}" if a == b and sep != "x" else f"{a}{sep}{b}"
 
 
 def through_window(rf: ReceptiveField, kernel: Pair, stride: Pair, padding: Pair,

@@ -40,29 +40,6 @@ def _run_config(path: Path) -> dict:
     return cfg
 
 
-_INIT_OPS = frozenset({"normal_", "uniform_", "zero_", "fill_", "copy_", "trunc_normal_", "exponential_",
-                       "bernoulli_", "random_", "orthogonal_", "kaiming_normal_", "kaiming_uniform_",
-                       "xavier_normal_", "xavier_uniform_"})
-
-
-def _skip_init_mode():
-    from torch.overrides import TorchFunctionMode
-
-    class SkipInit(TorchFunctionMode):
-        """Weight initialisation on meta tensors is a no-op anyway, but some of it routes through
-        torch._refs and imports torch._dynamo (seconds); skip it."""
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            if getattr(func, "__name__", "") in _INIT_OPS:
-                target = args[0] if args else kwargs.get("tensor")  # nn.init passes tensor= by keyword
-                if getattr(target, "is_meta", False):
-                    return target
-            return func(*args, **kwargs)
-
-    return SkipInit()
-
-
 def resolve_model(spec: str, input_size: tuple[int, int, int] | None = None, num_classes: int | None = None,
                   meta: bool = True):
     """(model, display name, (C, H, W)) for a registered name, a notation string or a run directory.
@@ -70,12 +47,10 @@ def resolve_model(spec: str, input_size: tuple[int, int, int] | None = None, num
     With meta=True the model is built on the meta device (no weights allocated or initialised: shapes,
     parameter counts and FLOPs do not depend on weight values), falling back to a normal build when a
     builder cannot run on meta."""
-    import torch
-
+    from ..layers import meta_device
     from ..models import build_model, model_info
     from ..models.registry import is_notation
 
-    options: dict = {}
     name = spec
     path = Path(spec)
     if path.is_dir():
@@ -106,10 +81,10 @@ def resolve_model(spec: str, input_size: tuple[int, int, int] | None = None, num
             raise ConfigError("a notation model needs --input CxHxW (it has no canonical input size)")
         input_size = model_info(name).canonical_input
     c, h, w = input_size
-    kwargs = dict(num_classes=num_classes, in_channels=c, input_size=(h, w), **options)
+    kwargs = dict(num_classes=num_classes, in_channels=c, input_size=(h, w))
     if meta:
         try:
-            with torch.device("meta"), _skip_init_mode():
+            with meta_device():
                 return build_model(name, **kwargs), name_display, (c, h, w)
         except (RuntimeError, NotImplementedError):
             pass  # a builder that computes with real tensors: build it normally below

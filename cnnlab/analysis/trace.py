@@ -16,10 +16,10 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..errors import GeometryError
-from ..layers import conv_output_size
+from ..layers import conv_output_size, window
 from . import receptive_field as rfm
 from .flops import (ELEMENTWISE_OPS, WINDOW_OPS, call_window, count_function, count_module, is_counted_module,
-                    op_name, window)
+                    op_name)
 
 
 _META_SHAPE_KEEPERS = frozenset({F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, torch.batch_norm,

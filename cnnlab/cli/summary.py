@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-FORMATS = ("table", "json", "csv", "markdown")
+from ..analysis.render import FORMATS  # no cost: `import cnnlab` has loaded cnnlab.analysis already
 
 
 def add_parser(sub):

@@ -46,12 +46,17 @@ class ConvNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final linear layer with a freshly initialised one for `num_classes` outputs."""
-        old = self.get_classifier()
-        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-        parent_name, _, attr = self.classifier_name.rpartition(".")
+        self._replace_linear(self.classifier_name, num_classes)
+        self.num_classes = num_classes
+
+    def _replace_linear(self, path: str, out_features: int) -> None:
+        """Swap the nn.Linear at attribute `path` for a fresh one with `out_features` outputs (same
+        inputs, bias, device and dtype)."""
+        old = self.get_submodule(path)
+        new = nn.Linear(old.in_features, out_features, bias=old.bias is not None)
+        parent_name, _, attr = path.rpartition(".")
         parent = self.get_submodule(parent_name) if parent_name else self
         setattr(parent, attr, new.to(old.weight.device, old.weight.dtype))
-        self.num_classes = num_classes
 
     def stages(self) -> list[tuple[str, nn.Module]]:
         """The named stages, shallow to deep."""

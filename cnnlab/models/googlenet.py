@@ -193,10 +193,9 @@ class GoogLeNet(ConvNet):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace `fc` and, when present, the auxiliary heads' final layers."""
         super().reset_classifier(num_classes)
-        for aux in (self.aux1, self.aux2):
-            if aux is not None:
-                old = aux.fc2
-                aux.fc2 = nn.Linear(old.in_features, num_classes).to(old.weight.device, old.weight.dtype)
+        for aux in ("aux1", "aux2"):
+            if getattr(self, aux) is not None:
+                self._replace_linear(f"{aux}.fc2", num_classes)
 
 
 @register_model("googlenet", "GoogLeNet (Szegedy et al. 2014): 9 inception modules, GAP, 6,624,904 params "

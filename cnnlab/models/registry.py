@@ -39,10 +39,10 @@ class ModelInfo:
         """Parameter count at the canonical input, built on PyTorch's meta device (no memory, no init
         cost: VGG's 138M parameters count in milliseconds); falls back to a real build if a builder
         needs real tensors."""
-        import torch
+        from ..layers import meta_device
 
         try:
-            with torch.device("meta"):
+            with meta_device():
                 model = self.builder()
         except Exception:  # noqa: BLE001 - a builder that computes with real data; a real error re-raises below
             model = self.builder()
@@ -87,19 +87,12 @@ def register_model(family: str, description: str, options_from: Callable | None 
     return deco
 
 
-def _ensure_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from . import zoo  # noqa: F401
-
-
 def list_models(family: str | None = None) -> list[ModelInfo]:
     """Every registered model (optionally one family), in registration order."""
-    _ensure_loaded()
     return [m for m in _REGISTRY.values() if family is None or m.family == family]
 
 
 def model_info(name: str) -> ModelInfo:
-    _ensure_loaded()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
@@ -118,7 +111,6 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int | No
     """Build a model by registered name or from the lectures' notation (e.g. "conv5-6p2 > relu > fc10").
 
     Unspecified num_classes / in_channels / input_size take the model's canonical values."""
-    _ensure_loaded()
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
     if name not in _REGISTRY and is_notation(name):

@@ -176,16 +176,16 @@ class ResNet(ConvNet):
         self.relu = nn.ReLU(inplace=True)
 
         total, index = sum(self.layers), 0
-        self.in_ch = 64
+        in_ch = 64
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), self.layers)):
             stride = 1 if i == 0 else 2
             blocks = []
             for j in range(n):
                 index += 1  # Huang et al.: p_l = l/L * p_L, l = 1..L over all blocks
-                blocks.append(self._make_block(planes, stride if j == 0 else 1,
+                blocks.append(self._make_block(in_ch, planes, stride if j == 0 else 1,
                                                index / total * drop_path_rate, shortcut))
+                in_ch = planes * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
-        del self.in_ch
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
 
@@ -196,17 +196,16 @@ class ResNet(ConvNet):
                 nn.init.zeros_(m.last_bn.weight)
         self.feature_shape = self.check_geometry(self.input_size)
 
-    def _make_block(self, planes: int, stride: int, drop_prob: float, shortcut: str) -> nn.Module:
+    def _make_block(self, in_ch: int, planes: int, stride: int, drop_prob: float, shortcut: str) -> nn.Module:
+        """One block; a shortcut (projection B or zero-pad A) where the shape changes and the net is residual."""
         out_ch = planes * self.block.expansion
         downsample = None
-        if self.residual and (stride != 1 or self.in_ch != out_ch):
+        if self.residual and (stride != 1 or in_ch != out_ch):
             if shortcut == "B":
-                downsample = nn.Sequential(_conv1x1(self.in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+                downsample = nn.Sequential(_conv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
             else:
                 downsample = PadShortcut(out_ch, stride)
-        block = self.block(self.in_ch, planes, stride, downsample, drop_prob, self.residual, self.drop_path_mode)
-        self.in_ch = out_ch
-        return block
+        return self.block(in_ch, planes, stride, downsample, drop_prob, self.residual, self.drop_path_mode)
 
     def blocks(self) -> list[nn.Module]:
         """All residual (or plain) blocks, shallow to deep."""
