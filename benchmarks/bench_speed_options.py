@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cnnlab.models import build_model  # noqa: E402
+from cnnlab.utils.io import write_json_atomic  # noqa: E402
 
 VARIANTS = ("fp32", "channels_last", "bf16", "bf16+channels_last")
 
@@ -105,7 +105,7 @@ def main() -> int:
     print(f"\nmain job test accuracy: fp32 {acc['none']['test_accuracy']:.4f}, "
           f"bf16 autocast {acc['bf16']['test_accuracy']:.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        write_json_atomic(args.json, results)
     return 0
 
 

@@ -43,6 +43,7 @@ from cnnlab.models import build_model  # noqa: E402
 from cnnlab.train import TrainConfig  # noqa: E402
 from cnnlab.train.distributed import DistInfo  # noqa: E402
 from cnnlab.train.trainer import Trainer  # noqa: E402
+from cnnlab.utils.io import write_json_atomic  # noqa: E402
 
 
 def _synthetic(n: int, size: int = 32, channels: int = 1, classes: int = 10, seed: int = 0) -> Dataset:
@@ -247,8 +248,8 @@ def _rss_child(kind: str, out: str) -> None:
         train(model="resnet18", data=str(tmp / "synthetic32.npz"), epochs=5, batch_size=64, quiet=True,
               out=str(tmp / "run"), hooks=hooks)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(out).write_text(json.dumps({"peak_rss_mb": round(peak, 1), "rss_per_epoch_mb": [round(v, 1) for v in per_epoch],
-                                     "growth_epoch2_to_last_mb": round(per_epoch[-1] - per_epoch[1], 1)}))
+    write_json_atomic(out, {"peak_rss_mb": round(peak, 1), "rss_per_epoch_mb": [round(v, 1) for v in per_epoch],
+                            "growth_epoch2_to_last_mb": round(per_epoch[-1] - per_epoch[1], 1)})
 
 
 def bench_memory(kinds: list[str]) -> dict:
@@ -288,7 +289,7 @@ def main() -> int:
     report["memory"] = bench_memory(kinds)
     print("memory", report["memory"], flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(args.json, report)
     return 0
 
 

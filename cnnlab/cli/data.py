@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+from ..data.folder import RESIZE_POLICIES  # no cost: the train command's config has imported it already
+
 
 def add_data_options(p) -> None:
-    """The dataset options shared by data commands (and reusable by train/evaluate)."""
+    """The dataset options of `cnnlab data show`: TrainConfig's data fields, so train.run.load_data reads them."""
     p.add_argument("data", help="digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, an image folder "
                    "or a .npz file")
     p.add_argument("--data-dir", help="folder already holding the dataset's files (used as is)")
     p.add_argument("--offline", action="store_true", help="never use the network")
     p.add_argument("--image-size", type=int, help="resize to this square size")
     p.add_argument("--channels", type=int, choices=(1, 3), help="convert to grey (1) or RGB (3)")
-    p.add_argument("--resize", choices=("shorter-crop", "squash"), default="shorter-crop",
+    p.add_argument("--resize", choices=RESIZE_POLICIES, default="shorter-crop",
                    help="image-folder resize policy (default: shorter side + centre crop)")
     p.add_argument("--limit-per-class", type=int, help="keep at most N samples per class (quick runs)")
     p.add_argument("--seed", type=int, default=0, help="split / augmentation seed")
@@ -35,25 +37,17 @@ def add_parser(sub):
     p.set_defaults(func=lambda args: p.print_help() or 0)
 
 
-def load_from_args(args):
-    """The dataset the options of add_data_options name."""
-    from ..data import load_dataset
-
-    return load_dataset(args.data, image_size=args.image_size, channels=args.channels, seed=args.seed,
-                        data_dir=args.data_dir, offline=args.offline, limit_per_class=args.limit_per_class,
-                        resize=args.resize)
-
-
 def _show(args) -> int:
     """Print the dataset card and write the sample grid (original beside augmented)."""
     from ..data.augment import build_augmentation, parse_spec
     from ..data.show import dataset_card, sample_grid
     from ..errors import ConfigError
+    from ..train.run import load_data
 
     parse_spec(args.augment)  # bad tokens fail before any slow load
     if args.samples < 1:
         raise ConfigError("--samples must be >= 1")
-    ds = load_from_args(args)
+    ds = load_data(args)  # the options above carry TrainConfig's names
     augment = build_augmentation(args.augment, ds)
     print(dataset_card(ds, getattr(augment, "spec", None)))
     out = sample_grid(ds, augment, args.out, n=args.samples, seed=args.seed, spec=args.augment)
@@ -63,11 +57,12 @@ def _show(args) -> int:
 
 def _fetch(args) -> int:
     """Download (and verify) a named dataset into the cache; prints where its files are."""
-    from ..data import load_dataset
+    from ..data import SOURCES, load_dataset
     from ..errors import ConfigError
 
-    if args.data not in ("mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100"):
-        raise ConfigError(f"fetch knows mnist, fashion-mnist, kmnist, cifar10, cifar100; not {args.data!r}")
+    downloadable = [name for name in SOURCES if name != "digits"]  # digits ships with scikit-learn
+    if args.data not in downloadable:
+        raise ConfigError(f"fetch knows {', '.join(downloadable)}; not {args.data!r}")
     ds = load_dataset(args.data)
     print(f"{ds.name}: {', '.join(ds.info.get('paths', []))}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..train.config import TrainConfig, parse_model_opts
+from ..train.config import TrainConfig, parse_model_opts, read_config_file
 
 EPILOG = """examples:
   cnnlab train                                    LeNet-5 on the digits (the default job)
@@ -69,12 +69,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if "model_opts" in overrides:
         overrides["model_opts"] = parse_model_opts(overrides["model_opts"])
     if args.config:
-        from ..train.config import read_config_file
-
         base = read_config_file(args.config)
         if "model_opts" in overrides and isinstance(base.get("model_opts"), dict):
             overrides["model_opts"] = {**base["model_opts"], **overrides["model_opts"]}
-        return TrainConfig.load(args.config, overrides)
+        return TrainConfig.from_dict({**base, **overrides}, source=str(args.config)).validate()
     return TrainConfig.from_dict(overrides, source="command line").validate()
 
 

@@ -243,7 +243,8 @@ def _jitter(x, op, gen):
         grey = (x * weights).sum(1, keepdim=True)
     else:
         grey = x.mean(1, keepdim=True)
-    x = (x - grey.mean(dim=(2, 3), keepdim=True)) * fc + grey.mean(dim=(2, 3), keepdim=True)
+    mean_luma = grey.mean(dim=(2, 3), keepdim=True)
+    x = (x - mean_luma) * fc + mean_luma
     if c == 3:
         grey = (x * weights).sum(1, keepdim=True)
         x = (x - grey) * fs + grey

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..utils.io import atomic_path
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLIT_DIRS = ("train", "val", "test")
@@ -126,7 +127,7 @@ def decode_image(path: Path, channels: int, size: tuple[int, int], resize: str) 
 def decode_files(files: list[Path], channels: int, size: tuple[int, int], resize: str,
                  cache_dir: Path | None, threshold: int | None = None) -> tuple[np.ndarray, dict]:
     """Decode `files` in order into one uint8 (N, C, H, W) array; above the memory threshold into a
-    memory-mapped cache file (written under a temp name and renamed when complete, reused next time)."""
+    memory-mapped cache file (written atomically via utils.io.atomic_path, reused next time)."""
     shape = (len(files), channels, *size)
     nbytes = int(np.prod(shape, dtype=np.int64))
     threshold = memmap_threshold() if threshold is None else threshold
@@ -141,17 +142,12 @@ def decode_files(files: list[Path], channels: int, size: tuple[int, int], resize
     path = Path(cache_dir) / f"{key}.u8"
     info["memmap"] = str(path)
     if not (path.exists() and path.stat().st_size == nbytes):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
             for i, f in enumerate(files):
                 mm[i] = decode_image(f, channels, size, resize)
             mm.flush()
             del mm
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     # Copy-on-write mapping: pages load lazily and the array is writable for torch.from_numpy.
     return np.memmap(path, dtype=np.uint8, mode="c", shape=shape), info
 

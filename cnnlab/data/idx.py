@@ -17,12 +17,13 @@ from ..errors import DataError
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
-# Official file names and MD5s of the gzipped files, checked against torchvision's
-# torchvision/datasets/mnist.py (MNIST, FashionMNIST and KMNIST `resources`; github.com/pytorch/vision).
+# Official file names (the same four for every member of the family) and MD5s of the gzipped files,
+# checked against torchvision's torchvision/datasets/mnist.py (MNIST, FashionMNIST and KMNIST
+# `resources`; github.com/pytorch/vision).
 # Mirrors are tried in order: for MNIST the PyTorch S3 copy first (yann.lecun.com often answers 403 to
 # scripts); Fashion-MNIST from Zalando's S3 bucket, KMNIST from ROIS-DS CODH, as torchvision lists them.
-_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 MNIST_FAMILY = {
     "mnist": {
         "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
@@ -44,9 +45,6 @@ MNIST_FAMILY = {
         "classes": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
     },
 }
-for _spec in MNIST_FAMILY.values():
-    _spec["files"] = list(_FILES)
-
 
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped when it ends in .gz; unreadable or broken gzip → DataError."""

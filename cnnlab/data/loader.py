@@ -59,7 +59,7 @@ class BatchLoader:
         return order[self.rank::self.world_size]
 
     def __len__(self) -> int:
-        n = len(self.indices()) if self.world_size > 1 else len(self.split)
+        n = len(range(self.rank, len(self.split), self.world_size))  # this rank's shard, without drawing it
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

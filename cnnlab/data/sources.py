@@ -139,12 +139,12 @@ def _root(name: str, data_dir) -> Path:
 def load_idx_source(name: str, *, data_dir=None, offline=False, mirrors=None, checksums=None, **kw) -> Dataset:
     """MNIST / Fashion-MNIST / KMNIST: files used as is from `data_dir`, else fetched into the cache."""
     from .download import download
-    from .idx import MNIST_FAMILY, find_file, read_idx_pair
+    from .idx import FILES, MNIST_FAMILY, find_file, read_idx_pair
 
     spec = MNIST_FAMILY[name]
     root = _root(name, data_dir)
     paths = []
-    for fname, md5 in zip(spec["files"], spec["md5"]):
+    for fname, md5 in zip(FILES, spec["md5"]):
         found = find_file(root, fname) if data_dir else None
         if found is None:
             found = download(fname, [m + fname for m in (mirrors or spec["mirrors"])], root,

@@ -156,6 +156,13 @@ class TrainConfig:
         return cls(**kwargs)
 
     @classmethod
+    def resolve(cls, config: "TrainConfig | dict | None", overrides: dict, source: str) -> "TrainConfig":
+        """What the Python API was given — a TrainConfig, a dict of its fields or None, plus keyword
+        `overrides` — as a validated copy (the caller's object is left as it was)."""
+        cfg = config if isinstance(config, cls) else cls.from_dict(dict(config or {}), source)
+        return cfg.replace(**overrides).validate()
+
+    @classmethod
     def load(cls, path: str | Path, overrides: dict | None = None) -> "TrainConfig":
         """Read a YAML (or JSON) config file, apply `overrides` (e.g. explicit CLI flags), validate."""
         values = read_config_file(path)

@@ -139,8 +139,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     from .optim import build_optimizer
     from .run import build, build_augment, load_data
 
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}), "lr_find()")
-    cfg = cfg.replace(**overrides).validate()
+    cfg = TrainConfig.resolve(config, overrides, "lr_find()")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

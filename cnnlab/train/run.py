@@ -96,22 +96,14 @@ def set_threads(cfg: TrainConfig, dist: distributed.DistInfo) -> None:
 
 
 def load_data(cfg: TrainConfig, classes: list[str] | None = None):
-    """The dataset --data names, split and resized as the config says; `classes` (a run's saved
-    class list) fixes the labels so a resumed or evaluated run reads the data as it was trained."""
+    """The dataset --data names, split and resized as the config says (also what `cnnlab data show`'s
+    options name); `classes` (a run's saved class list) fixes the labels so a resumed or evaluated run
+    reads the data as it was trained."""
     from ..data import load_dataset
 
-    kwargs = {"image_size": cfg.image_size, "seed": cfg.seed, "resize": cfg.resize}
-    if cfg.channels:
-        kwargs["channels"] = cfg.channels
-    if classes is not None:
-        kwargs["classes"] = classes
-    if cfg.data_dir:
-        kwargs["data_dir"] = cfg.data_dir
-    if cfg.offline:
-        kwargs["offline"] = True
-    if cfg.limit_per_class:
-        kwargs["limit_per_class"] = cfg.limit_per_class
-    return load_dataset(cfg.data, **kwargs)
+    return load_dataset(cfg.data, image_size=cfg.image_size, channels=cfg.channels, seed=cfg.seed,
+                        data_dir=cfg.data_dir, offline=cfg.offline, limit_per_class=cfg.limit_per_class,
+                        resize=cfg.resize, classes=classes)
 
 
 def saved_classes(run_dir: Path) -> list[str] | None:
@@ -219,8 +211,7 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
         run_dir = Path(resume)
         cfg = config_from_run(run_dir)
     else:
-        cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config or {}), "train()")
-        cfg = cfg.replace(**overrides).validate() if overrides else cfg.validate()
+        cfg = TrainConfig.resolve(config, overrides, "train()")
     dist = distributed.env_info()
     device = resolve_device(cfg.device, dist)
     dist = distributed.setup(device.type)
