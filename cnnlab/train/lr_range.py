@@ -136,19 +136,23 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
             steps: int = 200, plot: str | Path | None = None, **overrides) -> LRFindResult:
     """Range test for the model/data/optimizer a TrainConfig describes (single process)."""
     from ..data import BatchLoader
+    from .distributed import DistInfo
     from .optim import build_optimizer
-    from .run import build, build_augment, load_data
+    from .run import build, build_augment, load_data, resolve_device, set_threads
 
     cfg = TrainConfig.resolve(config, overrides, "lr_find()")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    single = DistInfo()  # the range test runs in one process, on the device and threads training would use
+    device = resolve_device(cfg.device, single)
+    set_threads(cfg, single)
     torch.manual_seed(cfg.seed)
     dataset = load_data(cfg)
-    model = build(cfg, dataset)
+    model = build(cfg, dataset).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     augment = build_augment(cfg, dataset)
     mean, std = dataset.channel_stats()
     loader = BatchLoader(dataset.train, cfg.batch_size, shuffle=True, seed=cfg.seed, mean=mean, std=std,
-                         augment=augment)
+                         augment=augment, device=device, channels_last=cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     result = range_test(model, optimizer, loader, criterion, start_lr=start_lr, end_lr=end_lr, steps=steps)
