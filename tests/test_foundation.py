@@ -143,3 +143,11 @@ def test_atomic_write_uses_ordinary_file_mode(tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+def test_help_and_import_do_not_load_torch():
+    """`cnnlab --help` and `import cnnlab` stay fast: torch (about a second) loads on first real use."""
+    code = ("import sys, cnnlab, cnnlab.cli; cnnlab.cli.build_parser(); loaded = 'torch' in sys.modules; "
+            "cnnlab.build_model; print(loaded, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

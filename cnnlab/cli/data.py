@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..data.folder import RESIZE_POLICIES  # no cost: the train command's config has imported it already
+from ..data.folder import RESIZE_POLICIES  # light: folder imports numpy, not torch
 
 
 def add_data_options(p) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..analysis.render import FORMATS  # no cost: `import cnnlab` has loaded cnnlab.analysis already
+from ..analysis.render import FORMATS  # light: render imports no torch
 
 
 def add_parser(sub):
