@@ -161,3 +161,11 @@ def test_conv_true_convolution_flips_and_files(tmp_path, capsys):
     rc, out, _ = run(capsys, "conv", "--input", "1 1 1 1 1 1 1; " * 6 + "1 1 1 1 1 1 1", "--kernel",
                      "1 1 1; 1 1 1; 1 1 1", "--stride", "3")
     assert rc == 0 and "2.33" in out  # (7 - 3)/3 + 1: "does not fit"
+
+
+def test_summary_of_a_missing_run_directory_says_so(capsys):
+    from cnnlab.cli import main
+
+    assert main(["summary", "runs/does-not-exist"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "runs/does-not-exist: no such run directory" in err

@@ -151,3 +151,12 @@ def test_help_and_import_do_not_load_torch():
             "cnnlab.build_model; print(loaded, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("name,option,value,expects", [
+    ("vgg16", "dropout", "abc", "a number"), ("resnet18", "zero_init_residual", 1, "true or false"),
+    ("lenet5", "act", 7, "a name"), ("resnet18", "drop_path_rate", True, "a number")])
+def test_model_option_of_the_wrong_kind_is_one_line_error(name, option, value, expects):
+    with pytest.raises(ConfigError, match=f"option {option} expects {expects}"):
+        cnnlab.build_model(name, **{option: value})
+    assert cnnlab.build_model("lenet5", act="relu") is not None  # right kinds still build

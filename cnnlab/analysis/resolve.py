@@ -76,6 +76,9 @@ def resolve_model(spec: str, input_size: tuple[int, int, int] | None = None, num
         name_display = f"{name} ({path})"
     else:
         name_display = spec
+        if ("/" in spec or spec.startswith(".")) and not is_notation(spec):
+            raise ConfigError(f"{spec}: no such run directory (a saved run's folder, a model name from "
+                              "`cnnlab models`, or the lectures' notation)")
     if input_size is None:
         if is_notation(name):
             raise ConfigError("a notation model needs --input CxHxW (it has no canonical input size)")

@@ -106,6 +106,25 @@ def is_notation(spec: str) -> bool:
             or re.match(r"^\s*((dwconv|conv|fc|dropout)-?\d|(max|avg)pool)", spec, re.IGNORECASE) is not None)
 
 
+def _check_option_type(model: str, key: str, value: object, default: object) -> None:
+    """A one-line ConfigError when an option's value is not of its default's kind (a number where a number
+    is expected, a bool for a switch, a name for a name), before the builder trips over it."""
+    if default is None or value is None:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and (isinstance(value, int) or isinstance(default, float))
+        kind = "a number" if isinstance(default, float) else "an integer"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a name"
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"model {model!r}: option {key} expects {kind} (default {default!r}), got {value!r}")
+
+
 def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
                 input_size: tuple[int, int] | int | None = None, **options) -> nn.Module:
     """Build a model by registered name or from the lectures' notation (e.g. "conv5-6p2 > relu > fc10").
@@ -124,6 +143,8 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int | No
     if unknown:
         raise ConfigError(f"model {name!r} has no option {unknown[0]!r}; its options: "
                           f"{', '.join(f'{k}={v!r}' for k, v in known.items()) or 'none'}")
+    for key, value in options.items():
+        _check_option_type(name, key, value, known[key])
     kwargs = dict(options)
     kwargs["num_classes"] = info.num_classes if num_classes is None else int(num_classes)
     kwargs["in_channels"] = info.in_channels if in_channels is None else int(in_channels)

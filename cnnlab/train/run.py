@@ -216,9 +216,12 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     device = resolve_device(cfg.device, dist)
     dist = distributed.setup(device.type)
     try:
-        return _train(cfg, dist, device, run_dir if resume is not None else None, hooks, wall)
-    finally:
-        distributed.teardown()
+        result = _train(cfg, dist, device, run_dir if resume is not None else None, hooks, wall)
+    except BaseException:
+        distributed.teardown(finished=False)
+        raise
+    distributed.teardown()
+    return result
 
 
 def _train(cfg: TrainConfig, dist, device, resume_dir: Path | None, hooks, wall: float) -> TrainResult:
