@@ -136,14 +136,15 @@ def test_weight_decay_shrinks_weights_and_l1_sparsifies(tmp_path):
     base = dict(QUICK, optimizer="adam", lr=1e-3, schedule="constant", label_smoothing=0.0)
     plain = train(**base, weight_decay=0.0, out=str(tmp_path / "plain"))
     decayed = train(**{**base, "optimizer": "adamw"}, weight_decay=5.0, out=str(tmp_path / "wd"))
-    assert _weights_l(tmp_path / "wd" / "model.safetensors") < 0.8 * _weights_l(tmp_path / "plain" / "model.safetensors")
+    plain_file = tmp_path / "plain" / "model.safetensors"
+    assert _weights_l(tmp_path / "wd" / "model.safetensors") < 0.8 * _weights_l(plain_file)
     train(**base, weight_decay=0.0, l1=1e-3, out=str(tmp_path / "l1"))
 
     def small_fraction(path):
         w = [v.flatten() for v in load_file(str(path)).values() if v.ndim >= 2]
         return float((torch.cat(w).abs() < 1e-3).float().mean())
 
-    assert small_fraction(tmp_path / "l1" / "model.safetensors") > 2 * small_fraction(tmp_path / "plain" / "model.safetensors")
+    assert small_fraction(tmp_path / "l1" / "model.safetensors") > 2 * small_fraction(plain_file)
     assert plain.test_accuracy > 0.5 and decayed.epochs == 3
 
 
@@ -155,7 +156,8 @@ def test_ema_differs_and_is_evaluated_when_asked(tmp_path):
     assert "ema_val_acc" in r.history[-1] and "ema_test_accuracy" in r.summary
     r2 = train(**QUICK, ema=True, ema_decay=0.9, ema_eval=True, out=str(tmp_path / "ema_eval"))
     kept = load_file(str(tmp_path / "ema_eval" / "model.safetensors"))
-    assert torch.equal(kept["features.0.weight"], load_file(str(tmp_path / "ema" / "model_ema.safetensors"))["features.0.weight"])
+    ema_file = load_file(str(tmp_path / "ema" / "model_ema.safetensors"))
+    assert torch.equal(kept["features.0.weight"], ema_file["features.0.weight"])
     assert r2.summary["weights"] == "ema"
 
 

@@ -100,7 +100,8 @@ def box_table(title: str, headers: list[str], rows: list[list[str]], right: set[
         return left + mid.join("─" * (w + 2) for w in widths) + end
 
     top = rule("┏", "┳", "┓").replace("─", "━")
-    out = [title.center(len(top)).rstrip(), top, line(headers).replace("│", "┃"), rule("┡", "╇", "┩").replace("─", "━")]
+    head = rule("┡", "╇", "┩").replace("─", "━")
+    out = [title.center(len(top)).rstrip(), top, line(headers).replace("│", "┃"), head]
     out += [line(r) for r in rows]
     out.append(rule("└", "┴", "┘"))
     return "\n".join(out) + "\n"

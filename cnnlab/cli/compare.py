@@ -10,9 +10,9 @@ def add_parser(sub):
                        description="Compare models A and B (registered names, notation strings or run "
                        "directories) on the same input. With --demo depthwise, A is a standard FxF convolution "
                        "D_in -> D_out and B its depthwise + pointwise replacement (D_in from --input). "
-                       "When A's only conv is a standard FxF one and B's are a depthwise FxF + pointwise 1x1 pair with the same "
-                       "channels, the conv layers' measured MACs/parameter ratio is shown next to the lectures' "
-                       "1/D_out + 1/F^2.")
+                       "When A's only conv is a standard FxF one and B's are a depthwise FxF + pointwise 1x1 "
+                       "pair with the same channels, the conv layers' measured MACs/parameter ratio is shown "
+                       "next to the lectures' 1/D_out + 1/F^2.")
     p.add_argument("models", nargs="*", metavar="MODEL", help="A and B (omit with --demo)")
     p.add_argument("--input", metavar="CxHxW", help="input size, e.g. 3x224x224")
     p.add_argument("--num-classes", type=int, metavar="K")

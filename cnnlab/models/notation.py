@@ -53,7 +53,8 @@ _POOL = re.compile(r"(max|avg)pool(\d*)(.*)")
 _FC = re.compile(r"fc-?(\d+)")
 _DROPOUT = re.compile(r"dropout-?(\d*\.?\d*)")
 _SUFFIX = re.compile(r"([sp])(\d+|same)")
-_EXPECTED = ("expected conv<k>-<n>[s<s>][p<p>], dwconv<k>[-<n>][s<s>][p<p>], maxpool[<k>][s<s>], avgpool[<k>][s<s>], gap, gmp, fc<n>, "
+_EXPECTED = ("expected conv<k>-<n>[s<s>][p<p>], dwconv<k>[-<n>][s<s>][p<p>], maxpool[<k>][s<s>], "
+             "avgpool[<k>][s<s>], gap, gmp, fc<n>, "
              "bn, dropout[<p>], lrn, flatten, softmax or an activation (" + ", ".join(ACTIVATIONS) + ")")
 
 

@@ -240,7 +240,8 @@ class Trainer:
         from ..utils.io import save_safetensors_atomic
 
         k = (self.epoch + 1) // (self.cfg.epochs // m)
-        save_safetensors_atomic(self.eval_module().state_dict(), self.run_dir / "snapshots" / f"snapshot-{k}.safetensors")
+        path = self.run_dir / "snapshots" / f"snapshot-{k}.safetensors"
+        save_safetensors_atomic(self.eval_module().state_dict(), path)
 
     # --- guards and checkpoints --------------------------------------------------------------------------
     def check_finite(self, weights_too: bool = False) -> None:
