@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/cnnlab train
 
 test: $(STAMP)
+	$(BIN)/ruff check cnnlab tests benchmarks
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)
