@@ -9,7 +9,7 @@ STAMP := $(VENV)/.stamp-install
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,postgres]'
 	touch $(STAMP)
 
 install: $(STAMP)

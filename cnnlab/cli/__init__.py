@@ -13,7 +13,15 @@ import sys
 from ..errors import CnnlabError
 
 # Sub-command modules, in the order `cnnlab --help` lists them.
-COMMAND_MODULES = ("train", "lr_find", "models", "summary", "compare", "conv", "data")
+COMMAND_MODULES = (
+    "train",
+    "lr_find",
+    "models",
+    "summary",
+    "compare",
+    "conv",
+    "data",
+)
 
 
 class _Parser(argparse.ArgumentParser):
