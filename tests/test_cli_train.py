@@ -49,7 +49,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     (busy / "keep.txt").write_text("x")
     _one_line_error(capsys, ["train", "--out", str(busy)], "not empty", "--overwrite")
     assert sorted(p.name for p in busy.iterdir()) == ["keep.txt"]
-    _one_line_error(capsys, ["train", "--resume", str(tmp_path / "nowhere")], "not a run directory")
+    _one_line_error(capsys, ["train", "--resume", str(tmp_path / "nowhere")], "no such run directory")
 
 
 def test_cli_train_overwrite_and_config_file(tmp_path, capsys):

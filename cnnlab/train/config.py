@@ -41,6 +41,8 @@ class TrainConfig:
     model_opts: dict = _f({}, "model options as KEY=VALUE (repeatable), e.g. act=relu", flag="--model-opt")
     image_size: int | None = _f(None, "resize images to SIZE×SIZE (default: the dataset's own size; digits: 32)")
     channels: int | None = _f(None, "convert images to grey (1) or RGB (3) (default: as the data comes)")
+    pad: int = _f(0, "zero-pad every image by P pixels per side (set automatically when a model's fixed input is a "
+                     "little larger than the data, e.g. LeNet-5 on 28x28 MNIST: 2, as LeCun et al. did)")
     resize: str = _f("shorter-crop", "image-folder resize policy: shorter side + centre crop, or squash",
                      choices=RESIZE_POLICIES)
     data_dir: str | None = _f(None, "where datasets are cached/downloaded")
@@ -96,6 +98,8 @@ class TrainConfig:
     # ---------------------------------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
         """Raise ConfigError (one line) for an impossible value; returns self."""
+        if not isinstance(self.pad, int) or isinstance(self.pad, bool) or not 0 <= self.pad <= 1024:
+            raise ConfigError(f"pad must be an integer in [0, 1024], got {self.pad!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
                     "nan_check_every": self.nan_check_every}
         for name, value in positive.items():
@@ -134,6 +138,10 @@ class TrainConfig:
         if not isinstance(self.model_opts, dict):
             raise ConfigError(f"model_opts must be a mapping, got {self.model_opts!r}")
         return self
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (what config.yaml holds)."""

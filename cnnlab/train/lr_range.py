@@ -42,7 +42,11 @@ class LRFindResult:
 def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader, criterion: nn.Module, *,
                start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 200, beta: float = 0.98,
                diverge: float = 4.0) -> LRFindResult:
-    """Run the range test on (model, optimizer, loader) and restore all three's state afterwards."""
+    """Run the range test on (model, optimizer, loader) and restore all three's state afterwards. The loss is
+    the training objective (with a model's auxiliary heads, as the trainer computes it)."""
+    from .trainer import training_loss
+
+    aux_weight = float(getattr(model, "aux_loss_weight", 0.3))
     if not 0 < start_lr < end_lr:
         raise ConfigError(f"lr-find needs 0 < start-lr < end-lr, got {start_lr} and {end_lr}")
     if steps < 10:
@@ -65,8 +69,8 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader, crite
                 x, y = next(it)
             lr = start_lr * (end_lr / start_lr) ** (i / (steps - 1))
             for g in optimizer.param_groups:
-                g["lr"] = lr
-            loss = criterion(model(x).float(), y)
+                g["lr"] = lr * g.get("lr_mult", 1.0)
+            loss, _ = training_loss(model(x), y, criterion, aux_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -138,13 +142,15 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     from ..data import BatchLoader
     from .distributed import DistInfo
     from .optim import build_optimizer
-    from .run import build, build_augment, load_data, resolve_device, set_threads
+    from .run import build, build_augment, fit_input, load_data, resolve_device, set_threads
 
     cfg = TrainConfig.resolve(config, overrides, "lr_find()")
     single = DistInfo()  # the range test runs in one process, on the device and threads training would use
     device = resolve_device(cfg.device, single)
     set_threads(cfg, single)
     torch.manual_seed(cfg.seed)
+    dataset = load_data(cfg)
+    cfg, _ = fit_input(cfg, dataset)  # the same padding/resizing training would apply
     dataset = load_data(cfg)
     model = build(cfg, dataset).to(device)
     if cfg.channels_last:

@@ -13,21 +13,23 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..errors import CnnlabError, CnnlabWarning
+from ..runs import MetricsWriter
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo
 from .ema import ModelEma
-from .metrics import Meter, MetricsWriter
+from .scoring import evaluate
+from .metrics import Meter
 from .optim import LRSchedule, build_optimizer, l1_weights
 from .progress import EpochProgress
 
@@ -36,6 +38,29 @@ HOOK_NAMES = ("epoch_start", "step_end", "epoch_end", "checkpoint")
 
 class TrainingDiverged(CnnlabError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after it checkpointed the exact position: `run_dir`, `epoch` (1-based, the one
+    in progress) and `step` say where; `cnnlab train --resume RUN_DIR` continues it."""
+
+    def __init__(self, run_dir: Path | None, epoch: int, step: int):
+        super().__init__(f"interrupted in epoch {epoch} at step {step}")
+        self.run_dir, self.epoch, self.step = run_dir, epoch, step
+
+
+def training_loss(output, target: torch.Tensor, criterion: nn.Module, aux_weight: float = 0.3):
+    """(loss, logits) for what a model's training forward returned: plain logits, or a tuple (logits,
+    *auxiliary logits) as GoogLeNet returns with aux_logits, whose losses are added with `aux_weight`
+    (0.3 in Szegedy et al. 2014; the auxiliary heads are ignored at inference)."""
+    if isinstance(output, (tuple, list)):
+        logits, *aux = output
+        loss = criterion(logits.float(), target)
+        for extra in aux:
+            if extra is not None:
+                loss = loss + aux_weight * criterion(extra.float(), target)
+        return loss, logits
+    return criterion(output.float(), target), output
 
 
 class Trainer:
@@ -67,7 +92,8 @@ class Trainer:
         self.ema = ModelEma(model, cfg.ema_decay) if cfg.ema else None
         self.autocast, self.scaler, amp_note = _amp(cfg.amp, device)
         if amp_note and dist.is_main:
-            print(f"cnnlab train: note: {amp_note}", file=sys.stderr, flush=True)
+            warnings.warn(amp_note, CnnlabWarning, stacklevel=2)
+        self.aux_weight = float(getattr(model, "aux_loss_weight", 0.3))
         self.meter = Meter(device)
         self.epoch = self.step = self.global_step = 0
         self.lr = cfg.lr
@@ -104,8 +130,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.lr = self.schedule.apply(self.optimizer, self.global_step)
         with self.autocast():
-            logits = self.train_model(x)
-            loss = self.criterion(logits.float(), y)
+            loss, logits = training_loss(self.train_model(x), y, self.criterion, self.aux_weight)
         objective = loss
         if self.l1_params:
             objective = loss + self.cfg.l1 * torch.stack(torch._foreach_norm(self.l1_params, 1)).sum()
@@ -153,7 +178,7 @@ class Trainer:
                 self.save_checkpoint()
             if self.stop_requested:
                 self.save_checkpoint()
-                raise KeyboardInterrupt
+                raise TrainingInterrupted(self.run_dir, self.epoch + 1, self.step)
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         metrics = self.meter.read(reduce=True, prefix="train_")
@@ -164,21 +189,15 @@ class Trainer:
         del metrics["train_count"]
         return metrics
 
-    @torch.no_grad()
     def evaluate(self, split: str, module: nn.Module | None = None, prefix: str | None = None) -> dict:
-        """Loss, top-1 (and top-5 with ≥5 classes) on a split; sharded over ranks without padding, the sums
-        all-reduced, so every sample counts exactly once."""
-        module = self.model if module is None else module
-        was_training = module.training
-        module.eval()
-        num_classes = getattr(self.model, "num_classes", 0)
-        meter = Meter(self.device, topk=num_classes >= 5)
-        for x, y in self.loaders[split]:
-            with self.autocast():
-                logits = module(x)
-            meter.update(self.criterion(logits.float(), y), logits, y)
-        module.train(was_training)
-        return meter.read(reduce=True, prefix=f"{split}_" if prefix is None else prefix)
+        """`evaluate` on one of the run's splits as {prefix}loss/acc/top5/count (prefix "<split>_")."""
+        scores = evaluate(self.model if module is None else module, self.loaders[split], autocast=self.autocast)
+        prefix = f"{split}_" if prefix is None else prefix
+        out = {f"{prefix}loss": scores["loss"], f"{prefix}acc": scores["top1"]}
+        if scores["top5"] is not None:
+            out[f"{prefix}top5"] = scores["top5"]
+        out[f"{prefix}count"] = scores["count"]
+        return out
 
     def fit(self) -> list[dict]:
         """Epochs from the current position to cfg.epochs (or an early stop); returns the epoch records."""
@@ -202,7 +221,7 @@ class Trainer:
                 self.on_epoch_end(record)
                 self.save_checkpoint()
                 if self.stop_requested:
-                    raise KeyboardInterrupt
+                    raise TrainingInterrupted(self.run_dir, self.epoch + 1, 0)
                 if stop:
                     self.progress.log(f"early stopping after epoch {self.epoch}: best {cfg.monitor} "
                                       f"{self.best['value']:.4f} at epoch {self.best['epoch']}")
