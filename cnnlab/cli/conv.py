@@ -85,8 +85,9 @@ def _print_demo(name: str) -> None:
         c = eff.correction
         print(f"corrected: {c.label} (filter {c.kernel}, channel {c.channel}, row {c.row}, column {c.col}) reads "
               f"{fmt(c.slide)} in the slide's text; cnnlab uses {fmt(c.corrected)}: {c.reason}.")
-        print(f"  with the slide's {fmt(c.slide)}, output map {c.kernel} would be\n{_indent(format_matrix(eff.slide_map))}"
-              f"\n  ({eff.differing} of its {eff.total} values differ from the slide's)")
+        print(f"  with the slide's {fmt(c.slide)}, output map {c.kernel} would be\n"
+              f"{_indent(format_matrix(eff.slide_map))}\n"
+              f"  ({eff.differing} of its {eff.total} values differ from the slide's)")
     if demo.corrections:  # show the slide's values verbatim beside the corrected computation
         print("input as the slide prints it (less its border of zeros):")
         for ch, mat in enumerate(demo.input):
