@@ -216,3 +216,14 @@ def test_model_errors_are_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and message in err and "Traceback" not in err, err
     assert not (tmp_path / "p.html").exists()
+
+
+def test_explain_a_saved_run_directory(tmp_path, capsys):
+    """A run directory (config.json, as `cnnlab train` saves it) draws the run's architecture."""
+    (tmp_path / "config.json").write_text(json.dumps({"model": "lenet5", "num_classes": 7, "in_channels": 1,
+                                                      "image_size": 32}))
+    out = tmp_path / "run.html"
+    assert main(["explain", str(tmp_path), "--html", str(out)]) == 0
+    html = out.read_text()
+    data = json.loads(re.search(r'id="page-data">(.*?)</script>', html, re.S).group(1))
+    assert data["analysis"]["totals"]["output_shape"] == [1, 7] and data["analysis"]["input_size"] == [1, 32, 32]
