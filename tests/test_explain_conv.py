@@ -153,6 +153,12 @@ def test_conv_demo_cli_shows_slide_values_correction_and_why(capsys):
     assert "(7 - 3 + 2*0)/3 + 1 = 2.33" in out and "slide's output" not in out
 
 
+def test_cli_lists_every_demo():
+    from cnnlab.cli.conv import DEMO_NAMES  # kept literal so `cnnlab --help` need not import torch
+
+    assert DEMO_NAMES == tuple(DEMOS)
+
+
 def test_every_conv_option_is_described():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
@@ -195,6 +201,7 @@ def test_explain_conv_writes_the_page(tmp_path):
     (["conv", "--input", "{tmp}/nan.json", "--kernel", "1"], "every value must be a finite number"),
     (["conv", "--input", "1 2; 3 4", "--kernel", "1", "--bias", "1", "2"], "--bias: 1 kernel(s) but 2"),
     (["conv", "--demo", "x-filter", "--pool", "max", "--pool-size", "4"], "--pool-size 4 is larger than"),
+    (["conv", "--demo", "cartesian-axes", "--stride", "2"], "--demo cartesian-axes pools with max 2"),
     (["explain", "conv", "--input", "1 2; 3 4", "--kernel", "1 1 1; 1 1 1; 1 1 1", "--html", "{tmp}/p.html"],
      "too small"),
 ])

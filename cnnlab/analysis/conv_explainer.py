@@ -268,11 +268,11 @@ def conv_spec(input: str | None = None, kernels: list[str] | None = None, bias: 
                     pool_size=pool_size if pool_size is not None else pool_default[1],
                     pool_stride=pool_stride if pool_stride is not None else pool_default[2],
                     demo=base.name if base is not None else None)
-    _check_spec(spec)
+    _check_spec(spec, pool_from_demo=pool_kind is None and pool_size is None and spec.pool is not None)
     return spec
 
 
-def _check_spec(spec: ConvSpec) -> None:
+def _check_spec(spec: ConvSpec, pool_from_demo: bool = False) -> None:
     if spec.mode not in ("correlation", "convolution"):
         raise ConfigError(f"--mode must be correlation or convolution, got {spec.mode!r}")
     if spec.stride < 1:
@@ -295,7 +295,10 @@ def _check_spec(spec: ConvSpec) -> None:
         ho = conv_output_size(h, len(k[0]), spec.stride, spec.padding)
         wo = conv_output_size(w, len(k[0][0]), spec.stride, spec.padding)
         if spec.pool_size > min(ho, wo):
-            raise GeometryError(f"--pool-size {spec.pool_size} is larger than the {ho}x{wo} feature map")
+            what = f"--demo {spec.demo} pools with {spec.pool} {spec.pool_size}, which is" if pool_from_demo \
+                else f"--pool-size {spec.pool_size} is"
+            raise GeometryError(f"{what} larger than the {ho}x{wo} feature maps of stride {spec.stride}, padding "
+                                f"{spec.padding} (give --pool-size 1 or a smaller stride)")
 
 
 # --- every multiply-add of one configuration, for the explainer page -------------------------------------
