@@ -10,6 +10,7 @@ from cnnlab.analysis.conv_demos import FILTER_BANK
 from cnnlab.analysis.conv_explainer import conv_spec
 from cnnlab.analysis.resolve import resolve_model
 from cnnlab.analysis.summary import summarize
+from cnnlab.explain.contribution import contribution_map
 from cnnlab.explain.conv_page import conv_page
 from cnnlab.explain.model_page import page_data
 from cnnlab.explain.page import render_page
@@ -145,6 +146,13 @@ def test_resnet18_highlights_the_analysis_receptive_field(browser, pages):
     assert size == [435, 435]  # ResNet-18's published receptive field, at its last conv
     browser.keys("c")  # contributions: the heat map is drawn, the per-axis table is the layer's
     assert browser.find("#contrib").is_selected() and "units see a pixel" in browser.text("#legend")
+    counts = contribution_map((224, 224), (ho, wo), rf)  # checked against autograd in test_explain_model
+    heat = browser.find("#heat")
+    box = browser.js("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", heat)
+    ActionChains(browser.driver).move_to_element_with_offset(heat, -box[0] / 2 + 1, -box[1] / 2 + 1).perform()
+    info = browser.text("#pixel-info")  # a pixel near the top-left corner (the view is scaled down)
+    p, q = map(int, info.split("(")[1].split(")")[0].split(", "))
+    assert p < 8 and q < 8 and info.split(" = ")[1].startswith(f"{int(counts[p, q])} units"), info
     browser.keys("]")  # keyboard: the next layer in execution order
     assert browser.text("#sel-name") == "layer4.1.bn2 (BatchNorm2d)"
     _clean(browser)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from cnnlab.analysis.conv_demos import DEMOS, FILTER_BANK, as_given, correction_effects
 from cnnlab.analysis.conv_explainer import conv_spec, walk
 from cnnlab.cli import build_parser, main
+from cnnlab.errors import ConfigError
 from cnnlab.explain.conv_page import conv_page, example_data
 from cnnlab.explain.page import embed_json
 
@@ -227,3 +228,11 @@ def test_fractions_stay_exact_in_the_page():
     cfg = example_data(spec, "yours", "t")["configs"]["1,0"]
     assert cfg["maps"] == [[["1"]]] and cfg["sums"][0][0][0] == ["1"]  # 1/3+1/3+1/3 is exactly 1
     assert walk(spec.input, spec.kernels, spec.biases, 1, 0).maps == [[[Fraction(1)]]]
+
+
+def test_page_budget_keeps_the_given_configuration_first():
+    spec = conv_spec(demo=DEMOS["stride-7x7"], stride=2)
+    data = example_data(spec, "yours", "t", budget=9 * 9 + 25 * 9)  # stride 2 (3x3 units) and stride 1 (5x5)
+    assert list(data["configs"]) == ["2,0", "1,0"] and "3,0" in data["skipped"]
+    with pytest.raises(ConfigError, match="more than a page shows"):
+        example_data(spec, "yours", "t", budget=10)

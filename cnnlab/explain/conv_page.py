@@ -63,8 +63,9 @@ def example_data(spec: ConvSpec, key: str, title: str, demo: ConvDemo | None = N
     kh, kw = len(kernels[0][0]), len(kernels[0][0][0])
     max_stride = max(h, w)
     max_padding = max(spec.padding, min(max(kh, kw) - 1, MAX_PADDING_OFFERED))
-    wanted = [(spec.stride, spec.padding)] + [(s, p) for p in range(max_padding + 1) for s in range(1, max_stride + 1)
-                                              if (s, p) != (spec.stride, spec.padding)]
+    given_config = (spec.stride, spec.padding)
+    wanted = [given_config] + [(s, p) for p in range(max_padding + 1) for s in range(1, max_stride + 1)
+                               if (s, p) != given_config]
     configs, padded, skipped, used = {}, {}, [], 0
     for s, p in wanted:
         cost = _products(c, h, w, kh, kw, len(kernels), s, p)
@@ -81,16 +82,16 @@ def example_data(spec: ConvSpec, key: str, title: str, demo: ConvDemo | None = N
         padded.setdefault(str(p), _strs(padded_input))
     applied = [k if spec.mode == "correlation" else [[row[::-1] for row in mat[::-1]] for mat in k] for k in kernels]
     given = spec.run().maps
+    pool_info = {"kind": spec.pool, "size": spec.pool_size, "stride": spec.pool_stride or spec.pool_size}
+    expected = [None if e is None else _strs(e) for e in demo.expected] if demo and demo.expected else None
     data = {
-        "key": key, "title": title, "source": demo.source if demo else "your input", "notes": list(demo.notes)
-        if demo else [], "c": c, "h": h, "w": w, "kh": kh, "kw": kw, "n": len(kernels), "mode": spec.mode,
+        "key": key, "title": title, "source": demo.source if demo else "your input",
+        "notes": list(demo.notes) if demo else [],
+        "c": c, "h": h, "w": w, "kh": kh, "kw": kw, "n": len(kernels), "mode": spec.mode,
         "input": _strs(x), "kernels": _strs(kernels), "applied": _strs(applied), "bias": _strs(spec.biases),
         "stride": spec.stride, "padding": spec.padding, "max_stride": max_stride, "max_padding": max_padding,
-        "pool": {"kind": spec.pool, "size": spec.pool_size, "stride": spec.pool_stride or spec.pool_size}
-        if spec.pool else None,
-        "expected": [None if e is None else _strs(e) for e in demo.expected] if demo and demo.expected else None,
-        "agrees": slide_agreement(spec, given), "corrections": [], "configs": configs, "padded": padded,
-        "skipped": skipped,
+        "pool": pool_info if spec.pool else None, "expected": expected, "agrees": slide_agreement(spec, given),
+        "corrections": [], "configs": configs, "padded": padded, "skipped": skipped,
     }
     if demo is not None:
         for eff in correction_effects(demo):
