@@ -11,7 +11,10 @@ X_IMAGE = "1 1 1 0 0; 0 1 1 1 0; 0 0 1 1 1; 0 0 1 1 0; 0 1 1 0 0"  # lecture 001
 
 
 def run(capsys, *argv):
-    rc = main(list(argv))
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:  # options checked by argparse when parsed exit(2) with their one-line error
+        rc = exc.code
     out, err = capsys.readouterr()
     return rc, out, err
 

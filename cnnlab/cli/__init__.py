@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "summary",
     "compare",
     "conv",
+    "explain",
     "data",
 )
 
