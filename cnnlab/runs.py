@@ -427,3 +427,20 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """Open a finished (or interrupted) run directory; see `Run`."""
     return Run.open(path)
+
+
+def resolve_model_spec(spec: str, input_size: tuple[int, int, int] | None = None, num_classes: int | None = None,
+                       meta: bool = True):
+    """(model, display name, (C, H, W)) for MODEL as a user types it: a saved run directory (its own
+    options, input size and class count), a registered name or a notation string. Analysis-only: the
+    model is built on the meta device where possible and carries no trained weights."""
+    from .analysis.resolve import resolve_model
+
+    if Path(spec).is_dir():
+        run = Run.open(spec)
+        pre = run.preprocess
+        size = input_size or (pre.channels, *pre.image_size)
+        model, _, size = resolve_model(run.config.model, size, num_classes or run.num_classes, meta,
+                                       options=run.model_options)
+        return model, f"{run.config.model} ({spec})", size
+    return resolve_model(spec, input_size, num_classes, meta)

@@ -26,7 +26,7 @@ def add_parser(sub):
 def _run(args) -> int:
     from ..analysis.compare import compare, depthwise_pair, render_compare
     from ..analysis.resolve import parse_input
-    from .common import resolve_model_arg as resolve_model
+    from ..runs import resolve_model_spec as resolve_model
     from ..analysis.summary import summarize
     from ..errors import ConfigError
 

@@ -96,7 +96,7 @@ def page_data(summary: Summary) -> dict:
 
 def model_page(config: ModelPageConfig) -> str:
     """The page's HTML for a registered model, a notation string or a saved run's architecture."""
-    from ..analysis.resolve import resolve_model
+    from ..runs import resolve_model_spec as resolve_model
     from ..analysis.summary import summarize
 
     model, name, size = resolve_model(config.model, config.input_size, config.num_classes)
