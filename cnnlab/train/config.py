@@ -80,6 +80,10 @@ class TrainConfig:
                            "sets the schedule to cyclic)")
     early_stopping: int = _f(0, "stop after N epochs without validation improvement, restore the best (0 = off)")
     monitor: str = _f("val_acc", "validation metric for early stopping", choices=MONITORS)
+    target_accuracy: float | None = _f(None, "stop once validation top-1 reaches this accuracy (time to accuracy; "
+                                             "result.json records reached/seconds_to_target/epochs_to_target)")
+    eval_every: int = _f(0, "validate every N optimizer steps as well as at epoch ends (0 = per epoch only); "
+                            "with --target-accuracy the run can stop mid-epoch")
     # reproducibility & run directory
     seed: int = _f(0, "seed for the split, initialisation, data order and augmentation")
     out: str | None = _f(None, "run directory (default runs/<time>-<model>-<data>)")
@@ -98,6 +102,10 @@ class TrainConfig:
     # ---------------------------------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
         """Raise ConfigError (one line) for an impossible value; returns self."""
+        if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
+            raise ConfigError(f"target-accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError(f"eval-every must be a non-negative integer, got {self.eval_every!r}")
         if not isinstance(self.pad, int) or isinstance(self.pad, bool) or not 0 <= self.pad <= 1024:
             raise ConfigError(f"pad must be an integer in [0, 1024], got {self.pad!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
