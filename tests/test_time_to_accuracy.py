@@ -70,3 +70,30 @@ def test_target_accuracy_is_validated_when_parsed(tmp_path, value):
     proc = _cli("train", "--target-accuracy", value, "--out", tmp_path / "x")
     assert proc.returncode == 2 and "target-accuracy" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_valley_rule_matches_fastais_worked_example():
+    from cnnlab.train.lr_range import valley
+
+    # Falling for 10 points, then rising: the longest decreasing run ends at index 9 with length 10, so
+    # fastai's start = 9 - 10 = -1, span 10, index -1 + int(10/3) + int(10/3/2) = -1 + 3 + 1 = 3.
+    losses = [10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 2, 4, 8]
+    lrs = [10.0 ** (k - 6) for k in range(len(losses))]
+    assert valley(lrs, losses) == lrs[3]
+    # A noisy dip at the start (the trap the steepest-descent rule falls into) does not move it.
+    assert valley(lrs, [10, 10.5] + losses[1:12]) == lrs[4]
+
+
+def test_lr_auto_runs_the_range_test_and_saves_the_value(tmp_path):
+    import warnings
+
+    import yaml
+
+    from cnnlab.errors import CnnlabWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = train(epochs=1, threads=1, quiet=True, lr="auto", limit_per_class=10, out=str(tmp_path / "a"))
+    saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["lr"]
+    assert isinstance(saved, float) and 1e-6 < saved < 10 and r.epochs == 1
+    assert any(issubclass(w.category, CnnlabWarning) and f"{saved:.3g}" in str(w.message) for w in caught)

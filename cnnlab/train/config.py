@@ -54,7 +54,8 @@ class TrainConfig:
     batch_size: int = _f(32, "training mini-batch size (per process under torchrun)")
     eval_batch_size: int = _f(512, "evaluation batch size")
     optimizer: str = _f("sgd", "optimizer", choices=OPTIMIZERS)
-    lr: float = _f(0.1, "(peak) learning rate")
+    lr: float | str = _f(0.1, "(peak) learning rate, or 'auto': a short range test picks it for this model and "
+                              "data (fast.ai's valley rule; the value found is saved with the run)", parse="lr")
     momentum: float = _f(0.9, "SGD momentum (adam/adamw: beta1)")
     nesterov: bool = _f(True, "Nesterov momentum for SGD")
     weight_decay: float = _f(5e-4, "L2 weight decay, applied to weights only (not BN parameters or biases)")
@@ -118,13 +119,15 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"unknown {f.name.replace('_', '-')} {getattr(self, f.name)!r}; "
                                   f"known: {', '.join(choices)}")
-        nonneg = ("lr", "weight_decay", "l1", "clip_grad", "warmup_epochs", "min_lr", "checkpoint_every",
+        if self.lr != "auto" and (isinstance(self.lr, str) or isinstance(self.lr, bool)):
+            raise ConfigError(f"lr must be a positive number or 'auto', got {self.lr!r}")
+        nonneg = ("weight_decay", "l1", "clip_grad", "warmup_epochs", "min_lr", "checkpoint_every",
                   "threads", "snapshots", "early_stopping", "momentum")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.lr == 0:
-            raise ConfigError("lr must be positive")
+        if self.lr != "auto" and not self.lr > 0:
+            raise ConfigError(f"lr must be a positive number or 'auto', got {self.lr}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -223,6 +226,8 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if isinstance(value, bool) or float(value) != int(value):
                 raise TypeError
             return int(value)
+        if kind.startswith("float | str"):  # a number, or a keyword such as lr's "auto"
+            return value if isinstance(value, str) and value == "auto" else float(value)
         if kind.startswith("float"):
             if isinstance(value, bool):
                 raise TypeError

@@ -243,6 +243,10 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
         model = model.to(memory_format=torch.channels_last)
     augment = build_augment(cfg, dataset)
     mean, std = dataset.channel_stats()
+    if cfg.lr == "auto":  # resumed runs saved the value found, so this runs once per run
+        cfg = cfg.replace(lr=auto_lr(cfg, model, dataset, augment, mean, std, device))
+        if dist.is_main:
+            _note(f"--lr auto: the range test picked {cfg.lr:.3g} for {cfg.model} (saved as lr in config.yaml)")
     common = dict(seed=cfg.seed, mean=mean, std=std, device=device, channels_last=cfg.channels_last,
                   rank=dist.rank, world_size=dist.world_size)
     loaders = {"train": BatchLoader(dataset.train, cfg.batch_size, shuffle=True, augment=augment, **common),
@@ -322,6 +326,22 @@ def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float
         runs.write_result(run_dir, summary)
     return TrainResult(run_dir, summary["test_accuracy"], trainer.epoch, trainer.train_seconds, params, summary,
                        trainer.history, trainer.model)
+
+
+def auto_lr(cfg: TrainConfig, model: nn.Module, dataset, augment, mean, std, device) -> float:
+    """--lr auto: a 100-step range test from 1e-6 to 10 on this model and data (weights, optimizer and RNG
+    restored afterwards), suggestion by the valley rule (see lr_range). Every rank computes the same value."""
+    from ..data import BatchLoader
+    from .lr_range import range_test
+    from .optim import build_optimizer
+
+    probe_cfg = cfg.replace(lr=1e-6)
+    loader = BatchLoader(dataset.train, cfg.batch_size, shuffle=True, seed=cfg.seed, mean=mean, std=std,
+                         augment=augment, device=device, channels_last=cfg.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    result = range_test(model, build_optimizer(model, probe_cfg), loader, criterion, start_lr=1e-6, end_lr=10.0,
+                        steps=100)
+    return float(f"{result.valley:.3g}")
 
 
 def chance_level_note(history: list[dict], num_classes: int) -> str:
