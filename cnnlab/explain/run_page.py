@@ -79,15 +79,15 @@ def load_image(path: str | Path, pre) -> tuple[torch.Tensor, str]:
     grey, sizes = probe([path])  # DataError naming the file when it is not an image
     (w, h), = sizes
     channels = 1 if grey else 3
+    height, width = pre.image_size
+    inner = (height - 2 * pre.pad, width - 2 * pre.pad)
+    image = torch.from_numpy(decode_image(path, pre.channels, inner, pre.resize).copy())
     said = f"{path.name}: {w}×{h} {'grey' if grey else 'colour'}"
-    if channels != pre.channels:
+    if channels != pre.channels:  # said once the file has decoded: no note for a file that then fails
         how = "grey (ITU-R 601 luma)" if pre.channels == 1 else "RGB (the grey copied to 3 channels)"
         warnings.warn(f"{path.name} is {'grey' if grey else 'colour'} but the run was trained on "
                       f"{pre.channels}-channel images; converted to {how}", CnnlabWarning, stacklevel=2)
         said += f", converted to {how}"
-    height, width = pre.image_size
-    inner = (height - 2 * pre.pad, width - 2 * pre.pad)
-    image = torch.from_numpy(decode_image(path, pre.channels, inner, pre.resize).copy())
     if (h, w) != inner:
         how = "squashed" if pre.resize == "squash" else "shorter side scaled, centre-cropped"
         said += f", resized to {inner[1]}×{inner[0]} ({how})"
