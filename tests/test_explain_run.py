@@ -192,7 +192,8 @@ def test_kernels_are_those_of_the_convolution_that_made_the_channel(pages):
         weight = grey.get_submodule(conv["name"]).weight.detach()
         inputs = min(16, weight.shape[1])
         assert conv["shown_inputs"] == inputs and conv["kernel"] == [5, 5]
-        assert torch.allclose(torch.tensor(conv["kernels"], dtype=torch.float64), weight[:64, :inputs].double(), atol=conv["scale"] * 5e-3)
+        kernels = torch.tensor(conv["kernels"], dtype=torch.float64)
+        assert torch.allclose(kernels, weight[:64, :inputs].double(), atol=conv["scale"] * 5e-3)
     resnet = {s["name"]: s["conv"] for s in pages["rgb"]["data"]["stages"]}
     assert resnet["stem"]["name"] == "conv1" and resnet["stage2"]["name"] == "layer2.1.conv2"
     w = rgb.layer2[1].conv2.weight.detach()
@@ -222,7 +223,8 @@ def test_grouped_kernels_name_the_inputs_autograd_says_they_see():
         seen = [c for c in range(6) if grad[c].abs().sum() > 0]
         first, per = stem["conv"]["first_input"][k], stem["conv"]["per_channel_inputs"]
         assert seen == list(range(first, first + per))
-        assert torch.allclose(torch.tensor(stem["conv"]["kernels"][k], dtype=torch.float64), conv.weight[k].detach().double(), atol=1e-3)
+        kernel = torch.tensor(stem["conv"]["kernels"][k], dtype=torch.float64)
+        assert torch.allclose(kernel, conv.weight[k].detach().double(), atol=1e-3)
 
 
 def test_concatenated_channels_have_no_single_convolution():
