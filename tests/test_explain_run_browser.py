@@ -7,6 +7,8 @@ import torch
 from browser import browser_fixture
 from test_explain_run import make_runs
 
+from matplotlib import colormaps
+
 from cnnlab.explain.page import write_page
 from cnnlab.explain.run_page import RunPageConfig, run_page
 from cnnlab.runs import Run
@@ -90,14 +92,22 @@ def test_a_tile_opens_enlarged_beside_its_kernels(browser, pages):
     grids = browser.js("return [...document.querySelectorAll('#filters canvas')].map(c => c.dataset.input)")
     assert grids == [str(i) for i in range(6)]
     assert browser.text("#filter-caption").startswith("features.3, the last convolution in stage1 (5×5")
+    # Point at row 1, column 3 of the kernel on input 2 (not on the diagonal: rows and columns cannot swap).
     canvas = browser.find("#filter-2")
     w, h = canvas.size["width"], canvas.size["height"]
-    ActionChains(browser.driver).move_to_element_with_offset(canvas, -w / 2 + 2, -h / 2 + 2).perform()
+    ActionChains(browser.driver).move_to_element_with_offset(canvas, (3.5 / 5 - 0.5) * w, (1.5 / 5 - 0.5) * h).perform()
     shown = browser.text("#filter-value")
-    assert shown.startswith("input channel 2, row 0, column 0: w = ")
+    assert shown.startswith("input channel 2, row 1, column 3: w = ")
     value = float(shown.split("= ")[1].replace("−", "-"))
-    weight = model.features[3].weight[3, 2, 0, 0].item()
-    assert abs(value - weight) <= 5e-3 * model.features[3].weight[:, :6].abs().max().item()
+    scale = model.features[3].weight[:16].abs().max().item()  # the colour scale: the 16 channels shown
+    weight = model.features[3].weight[3, 2, 1, 3].item()
+    assert abs(value - weight) <= 5e-3 * scale
+    # The cell's colour is matplotlib's RdBu_r at the weight's place on ±scale.
+    rgb = browser.js("const c = arguments[0], k = c.width / 5; "
+                     "return [...c.getContext('2d').getImageData(3.5 * k, 1.5 * k, 1, 1).data].slice(0, 3)", canvas)
+    index = round((weight / scale + 1) / 2 * 255)
+    expected = [round(v * 255) for v in colormaps["RdBu_r"](index / 255)[:3]]
+    assert max(abs(a - b) for a, b in zip(rgb, expected)) <= 12, (rgb, expected)
     # Keys: → next channel, ↓ the next stage (same channel), Esc closes.
     from selenium.webdriver.common.keys import Keys
 
