@@ -255,6 +255,7 @@ class Explained:
     """What the page shows, computed once: the preprocessed image, the stage traces and the probabilities."""
 
     image: torch.Tensor
+    preprocess: object  # cnnlab.runs.Preprocess
     description: str
     traces: list[StageTrace]
     probs: torch.Tensor
@@ -264,7 +265,7 @@ def explain_image(model: nn.Module, image: torch.Tensor, pre, description: str =
     """Run `model` (eval mode) on uint8 `image` normalised as `pre` says; keep every stage's output."""
     traces, logits = trace_stages(model, model_input(image, pre))
     probs = torch.softmax(logits.double(), dim=1)[0]
-    return Explained(image, description, traces, probs)
+    return Explained(image, pre, description, traces, probs)
 
 
 def _input_uri(image: torch.Tensor) -> tuple[str, list[int]]:
@@ -282,7 +283,8 @@ def _input_uri(image: torch.Tensor) -> tuple[str, list[int]]:
 
 def page_data(explained: Explained, classes: list[str], about: dict, max_channels: int = MAX_CHANNELS,
               tile_side: int = TILE_SIDE) -> dict:
-    """The JSON the run page embeds."""
+    """The JSON the run page embeds; `about` names what was explained (keys run, model, data, weights, image,
+    test_accuracy, epochs: any may be None)."""
     colours = {SEQUENTIAL: palette(SEQUENTIAL), DIVERGING: palette(DIVERGING)}
     uri, shown_size = _input_uri(explained.image)
     c, h, w = explained.image.shape
@@ -290,7 +292,8 @@ def page_data(explained: Explained, classes: list[str], about: dict, max_channel
     order = torch.argsort(probs, descending=True)[:TOP_CLASSES].tolist()
     return {
         "kind": "run", "about": about,
-        "image": {"uri": uri, "shape": [c, h, w], "shown": shown_size, "description": explained.description},
+        "image": {"uri": uri, "shape": [c, h, w], "shown": shown_size, "description": explained.description,
+                  "preprocess": explained.preprocess.to_dict()},
         "stages": [stage_data(t, max_channels, tile_side, colours) for t in explained.traces],
         "probs": [{"index": i, "class": classes[i], "p": float(probs[i])} for i in order],
         "num_classes": len(classes), "predicted": order[0],
@@ -337,7 +340,7 @@ def run_page(config: RunPageConfig) -> str:
     result = run.result or {}
     about = {"run": run.path.name, "model": run.config.model, "data": run.config.data, "weights": config.weights,
              "test_accuracy": result.get("test_accuracy"), "epochs": result.get("epochs"),
-             "image": Path(config.image).name, "preprocess": pre.to_dict()}
+             "image": Path(config.image).name}
 
     def build(channels: int, tile: int, reduced: list[str]) -> str:
         data = page_data(explained, run.classes, about, channels, tile)
