@@ -268,6 +268,24 @@ def test_page_is_self_contained_and_within_budget(pages, runs):
         run_page(RunPageConfig(str(runs["rgb"]["run"]), str(runs["rgb"]["image"]), budget=5_000))
 
 
+def test_non_finite_activations_are_a_one_line_error():
+    model = build_model("lenet5").eval()
+    with torch.no_grad():
+        model.features[3].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ConfigError, match="non-finite values .* in stage1 for this image"):
+        _explain(model, (1, 32, 32))
+
+
+def test_a_grey_image_for_a_colour_run_is_copied_to_three_channels(runs):
+    with pytest.warns(CnnlabWarning, match="digit.png is grey but the run was trained on 3-channel images; "
+                      "converted to RGB"):
+        html = run_page(RunPageConfig(str(runs["rgb"]["run"]), str(runs["grey"]["image"])))
+    image = np.asarray(decode_png(embedded(html)["image"]["uri"]))
+    assert image.shape == (16, 16, 3)
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all()
+    assert image[2:14, 2:14].any() and not image[:2].any()  # the digit, inside the run's 2-pixel padding
+
+
 def test_a_fully_connected_stage_is_one_tile_of_units():
     model = build_model("lenet300", num_classes=10)
     ex = _explain(model, (1, 28, 28))

@@ -264,6 +264,10 @@ class Explained:
 def explain_image(model: nn.Module, image: torch.Tensor, pre, description: str = "") -> Explained:
     """Run `model` (eval mode) on uint8 `image` normalised as `pre` says; keep every stage's output."""
     traces, logits = trace_stages(model, model_input(image, pre))
+    for name, values in [*((t.name, t.output) for t in traces), ("the output", logits)]:
+        if not torch.isfinite(values).all():
+            raise ConfigError(f"the model computes non-finite values (NaN or inf) in {name} for this image: "
+                              "its weights are damaged or training diverged")
     probs = torch.softmax(logits.double(), dim=1)[0]
     return Explained(image, pre, description, traces, probs)
 
