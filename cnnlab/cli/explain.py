@@ -32,8 +32,8 @@ def add_parser(sub):
                        "receptive field on the input. `explain RUN_DIR IMAGE` shows what a trained run computes "
                        "for IMAGE: the input as the run preprocesses it, each stage's feature maps (tap one for "
                        "the kernels that made it) and the class probabilities.",
-                       epilog="See `cnnlab explain conv --help` and `cnnlab explain MODEL --help` for each "
-                       "form's options; options come after conv or MODEL.")
+                       epilog="See `cnnlab explain conv --help` and `cnnlab explain MODEL --help` (also for "
+                       "RUN_DIR IMAGE) for each form's options; options come after conv, MODEL or IMAGE.")
     p.add_argument("target", metavar="conv|MODEL|RUN_DIR",
                    help="'conv' for the convolution explainer, or a model: a registered name (`cnnlab models`), "
                    "the lectures' notation in quotes, or a saved run directory (followed by IMAGE: the run page)")
