@@ -20,7 +20,19 @@ def resolve_as_written(spec: str, input_size: tuple[int, int, int] | None = None
     from ..models.registry import is_notation
     from .resolve import resolve_model
 
-    if Path(spec).is_dir() or not is_notation(spec):
+    if not spec.strip():
+        raise ConfigError("MODEL is empty: give a model name (`cnnlab models`), a notation string or a run folder")
+    if Path(spec).is_dir():
+        try:
+            return resolve_model(spec, input_size, num_classes)
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            # resolve_model reads the run's config.json: a value of the wrong kind there ("image_size": "abc")
+            # is that file's fault, said in one line.
+            raise ConfigError(f"{Path(spec) / 'config.json'}: cannot rebuild the model from it "
+                              f"({type(exc).__name__}: {exc})") from None
+    if not is_notation(spec):
         return resolve_model(spec, input_size, num_classes)
     if input_size is None:
         raise ConfigError("a notation model needs --input CxHxW (it has no canonical input size)")

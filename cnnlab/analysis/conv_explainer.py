@@ -69,13 +69,21 @@ def load_volume(spec: str, what: str = "input") -> Volume:
         if path.suffix.lower() == ".npy":
             import numpy as np
 
-            return _from_nested(np.load(path, allow_pickle=False).tolist(), what)
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise ConfigError(f"{path}: not a readable .npy array ({exc})") from None
+            return _from_nested(array.tolist(), what)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text (UTF-8) file (byte {exc.start}: {exc.reason})") from None
         if path.suffix.lower() == ".json":
             try:
-                return _from_nested(json.loads(path.read_text()), what)
+                return _from_nested(json.loads(text), what)
             except ValueError as exc:
                 raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        return parse_volume(path.read_text(), what)
+        return parse_volume(text, what)
     if path.suffix.lower() in (".txt", ".npy", ".json"):
         raise ConfigError(f"{what} file not found: {spec}")
     return parse_volume(spec, what)

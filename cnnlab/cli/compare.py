@@ -31,6 +31,7 @@ def _run(args) -> int:
     from ..analysis.resolve import parse_input
     from ..analysis.summary import summarize
     from ..errors import ConfigError
+    from ..layers import meta_device
 
     size = parse_input(args.input) if args.input else None
     if args.num_classes is not None and args.num_classes < 1:
@@ -42,7 +43,8 @@ def _run(args) -> int:
             raise ConfigError("--out-channels and --kernel must be positive")
         size = size or (64, 56, 56)
         f, d_in, d_out = args.kernel, size[0], args.out_channels
-        a_model, b_model = depthwise_pair(d_in, d_out, f)
+        with meta_device():  # shapes and counts only: D_out in the millions allocates nothing
+            a_model, b_model = depthwise_pair(d_in, d_out, f)
         a = summarize(a_model, size, name=f"standard conv{f}-{d_out} ({d_in}->{d_out})")
         b = summarize(b_model, size, name=f"depthwise conv{f} + pointwise conv1-{d_out}")
     else:

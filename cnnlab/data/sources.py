@@ -20,6 +20,7 @@ from .splits import stratified_split
 
 SOURCES = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
+MAX_UNNAMED_CLASSES = 100_000  # an unnamed .npz's labels 0..K-1: beyond this, K is a corrupt label, not a class
 
 
 def _size(image_size) -> tuple[int, int] | None:
@@ -106,11 +107,24 @@ def assemble(name: str, classes: list[str], train: tuple, test: tuple | None, *,
     else:
         tr, va, te = stratified_split(y, fractions, seed)
         splits = [(x[i], y[i]) for i in (tr, va, te)]
+    _check_not_empty(name, [len(ys) for _, ys in splits], limit)
     splits = [Split(adapt(xs.contiguous(), channels, size, resize), ys) for xs, ys in splits]
     info = {**info, "image_shape": list(splits[0].image_shape),
             "sizes": {k: len(s) for k, s in zip(("train", "val", "test"), splits)},
             "class_to_idx": {c: i for i, c in enumerate(classes)}}
     return Dataset(name, list(classes), *splits, info=info)
+
+
+def _check_not_empty(name: str, sizes: list[int], limit: int | None) -> None:
+    """The training and test splits need images: an empty test split would report an accuracy of 0/0, an
+    empty training split would train on nothing. A DataError names the split and the sizes. (An empty
+    validation split, from a tiny --limit-per-class carved from an official training set, is allowed.)"""
+    for split, n in zip(("training", "validation", "test"), sizes):
+        if n == 0 and split != "validation":
+            hint = f" (--limit-per-class {limit} is too few: the 60/20/20 split needs 4 or more per class)" \
+                if limit else " (each class needs several images: 4 or more for the 60/20/20 split)"
+            raise DataError(f"{name}: the {split} split is empty (train {sizes[0]}, val {sizes[1]}, test "
+                            f"{sizes[2]} images){hint}")
 
 
 def load_digits(image_size=32, seed: int = 0, fractions=(0.6, 0.2, 0.2), channels=None, limit=None) -> Dataset:
@@ -191,6 +205,9 @@ def load_npz(path: Path, classes: list[str] | None = None, **kw) -> Dataset:
         top = max(top, int(data["test"][1].max(initial=0)))
     if data["classes"] is not None:
         classes = _check_classes(str(path), data["classes"], classes)
+    if not classes and top >= MAX_UNNAMED_CLASSES:
+        raise DataError(f"{path}: largest label {top}: labels are class indices 0..K-1, and without a 'classes' "
+                        f"array K is at most {MAX_UNNAMED_CLASSES:,}")
     classes = classes or [str(i) for i in range(top + 1)]
     if top >= len(classes):
         raise DataError(f"{path}: label {top} out of range for {len(classes)} classes")

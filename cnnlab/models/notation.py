@@ -80,6 +80,17 @@ def _bad(text: str, pos: int, why: str) -> NotationError:
     return NotationError(f"notation: bad token {text!r} at position {pos}: {why}")
 
 
+MAX_SIZE = 2**31 - 1  # kernel, filter, unit, stride and padding counts: PyTorch's layers take 32-bit sizes
+
+
+def _checked_ints(t: str, text: str, pos: int) -> None:
+    """Every number in token `t` (normalised from `text`) fits a layer's size (2**31 - 1): a typo such as
+    conv3-99999999999 is a one-line error, not an overflow deep inside PyTorch."""
+    for digits in re.findall(r"\d+", t):
+        if int(digits) > MAX_SIZE:
+            raise _bad(text, pos, f"{digits} is too large (sizes are at most {MAX_SIZE:,})")
+
+
 def _suffixes(rest: str, text: str, pos: int, allowed: str, head: str) -> dict[str, str]:
     """Parse `s2p1`-style suffixes; `allowed` lists the letters this layer takes."""
     out: dict[str, str] = {}
@@ -142,6 +153,8 @@ def parse(spec: str) -> list[Token]:
         t = re.sub(r"\s+", "", text).lower().replace("'", "").replace('"', "")
         if not t:
             raise _bad(text, pos, "empty token (two separators in a row or a trailing separator)")
+        if not t.startswith("dropout"):
+            _checked_ints(t, text, pos)
         if m := _CONV.fullmatch(t):
             tokens.append(_conv_token("conv", m, text, pos))
         elif m := _DWCONV.fullmatch(t):
