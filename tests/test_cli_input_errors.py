@@ -18,7 +18,10 @@ import pytest
 LONG = "a" * 300  # a path component past the file system's 255 bytes: an OSError naming the path
 
 DRIVER = r"""
-import contextlib, io, json, sys, traceback
+import contextlib, io, json, resource, sys, traceback
+# A regression that sizes something from a corrupt label (10**12 classes) fails with MemoryError here
+# instead of exhausting a shared machine's memory.
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 from cnnlab.cli import main
 results = []
 for argv in json.loads(sys.argv[1]):
