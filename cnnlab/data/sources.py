@@ -107,24 +107,11 @@ def assemble(name: str, classes: list[str], train: tuple, test: tuple | None, *,
     else:
         tr, va, te = stratified_split(y, fractions, seed)
         splits = [(x[i], y[i]) for i in (tr, va, te)]
-    _check_not_empty(name, [len(ys) for _, ys in splits], limit)
     splits = [Split(adapt(xs.contiguous(), channels, size, resize), ys) for xs, ys in splits]
     info = {**info, "image_shape": list(splits[0].image_shape),
             "sizes": {k: len(s) for k, s in zip(("train", "val", "test"), splits)},
             "class_to_idx": {c: i for i, c in enumerate(classes)}}
     return Dataset(name, list(classes), *splits, info=info)
-
-
-def _check_not_empty(name: str, sizes: list[int], limit: int | None) -> None:
-    """The training and test splits need images: an empty test split would report an accuracy of 0/0, an
-    empty training split would train on nothing. A DataError names the split and the sizes. (An empty
-    validation split, from a tiny --limit-per-class carved from an official training set, is allowed.)"""
-    for split, n in zip(("training", "validation", "test"), sizes):
-        if n == 0 and split != "validation":
-            hint = f" (--limit-per-class {limit} is too few: the 60/20/20 split needs 4 or more per class)" \
-                if limit else " (each class needs several images: 4 or more for the 60/20/20 split)"
-            raise DataError(f"{name}: the {split} split is empty (train {sizes[0]}, val {sizes[1]}, test "
-                            f"{sizes[2]} images){hint}")
 
 
 def load_digits(image_size=32, seed: int = 0, fractions=(0.6, 0.2, 0.2), channels=None, limit=None) -> Dataset:
