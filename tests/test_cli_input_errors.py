@@ -72,7 +72,7 @@ CASES = [
     (["train", "--data", "{d}/y2d.npz"], "y2d.npz: y must be 1-D"),
     (["train", "--config", "{d}/binary.yaml"], "binary.yaml: not a text (UTF-8) config file"),
     (["train", "--data", f"{{d}}/{LONG}.npz"], "File name too long"),
-    (["summary", "{d}/run"], "run/config.json: cannot rebuild the model from it"),
+    (["summary", "{d}/run"], "run/config.json: image_size/in_channels/mean/std are malformed"),
     (["summary", ""], "MODEL is empty"),
     (["summary", "conv3-99999999999", "--input", "1x8x8"], "99999999999 is too large"),
     (["summary", f"{{d}}/{LONG}/x"], "File name too long"),
@@ -84,7 +84,7 @@ CASES = [
     (["lr-find", "--end-lr", "inf"], "finite learning rates 0 < start-lr < end-lr"),
     (["lr-find", "--plot", "{d}/afile/lr.png"], "--plot"),
     (["conv", "--input", "{d}/k.npy", "--kernel", "1"], "k.npy: not a readable .npy array"),
-    (["conv", "--input", "{d}/k.txt", "--kernel", "1"], "k.txt: not a text (UTF-8) file"),
+    (["conv", "--input", "{d}/k.txt", "--kernel", "1"], "k.txt: cannot read it as text"),
 ]
 
 

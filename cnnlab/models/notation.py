@@ -46,7 +46,7 @@ from torch import nn
 
 from ..errors import ConfigError, GeometryError
 from ..layers import ACTIVATIONS, init_weights, make_activation, make_lrn, module_output_shape, resolve_init
-from .base import SequentialNet, pool_stage_names
+from .base import SequentialNet
 
 DEFAULT_NUM_CLASSES = 10
 # ">" or "," or a line break; a ">"/"," at either end of a line break counts with it as one.
@@ -201,7 +201,6 @@ class NotationNet(SequentialNet):
         self.classifier = classifier
         self.has_classifier = len(classifier) > 0 and isinstance(classifier[-1], nn.Linear)
         self.classifier_name = f"classifier.{len(classifier) - 1}"
-        self.stage_names = pool_stage_names(features)
 
     def forward_head(self, x, pre_logits: bool = False):
         if not len(self.classifier):  # a bare stack of feature layers: its output is the last feature map
