@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ SCHEDULES = ("constant", "step", "plateau", "exponential", "cosine", "onecycle",
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("val_acc", "val_loss")
+SEED_MAX = 2**63 - 1  # seeds are 64-bit (signed) integers: torch.Generator.manual_seed's range, less room for salts
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -102,7 +104,11 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
-        """Raise ConfigError (one line) for an impossible value; returns self."""
+        """Raise ConfigError (one line) for an impossible value; returns self.
+
+        Everything a run would trip over later is checked here, before any data is loaded or any run
+        directory is written: kinds, non-finite numbers (nan, inf), ranges, the augmentation spec."""
+        self._validate_kinds()
         if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
             raise ConfigError(f"target-accuracy must be in (0, 1], got {self.target_accuracy}")
         if not isinstance(self.eval_every, int) or self.eval_every < 0:
@@ -110,10 +116,13 @@ class TrainConfig:
         if not isinstance(self.pad, int) or isinstance(self.pad, bool) or not 0 <= self.pad <= 1024:
             raise ConfigError(f"pad must be an integer in [0, 1024], got {self.pad!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
-                    "nan_check_every": self.nan_check_every}
+                    "nan_check_every": self.nan_check_every, "step_size": self.step_size,
+                    "image_size": self.image_size, "limit_per_class": self.limit_per_class}
         for name, value in positive.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value is not None and value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed}")
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
@@ -122,7 +131,7 @@ class TrainConfig:
         if self.lr != "auto" and (isinstance(self.lr, str) or isinstance(self.lr, bool)):
             raise ConfigError(f"lr must be a positive number or 'auto', got {self.lr!r}")
         nonneg = ("weight_decay", "l1", "clip_grad", "warmup_epochs", "min_lr", "checkpoint_every",
-                  "threads", "snapshots", "early_stopping", "momentum")
+                  "threads", "snapshots", "early_stopping", "momentum", "plateau_patience")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
@@ -134,6 +143,12 @@ class TrainConfig:
             raise ConfigError(f"label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema-decay must be in (0, 1), got {self.ema_decay}")
+        if not self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1) (adam/adamw: beta1), got {self.momentum}")
+        for name in ("gamma", "exp_gamma"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name.replace('_', '-')} is a decay factor: it must be in (0, 1], "
+                                  f"got {getattr(self, name)}")
         if self.ema_eval and not self.ema:
             raise ConfigError("--ema-eval needs --ema")
         if self.snapshots:
@@ -148,7 +163,35 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
         if not isinstance(self.model_opts, dict):
             raise ConfigError(f"model_opts must be a mapping, got {self.model_opts!r}")
+        from ..data.augment_spec import parse_spec  # torch-free: the grammar and argument rules only
+
+        parse_spec(self.augment)  # a bad token fails now, not on the first batch after the run dir exists
         return self
+
+    def _validate_kinds(self) -> None:
+        """Every field of the kind it is declared (so `TrainConfig(lr="0.1")` from Python is one line too),
+        and every float finite: nan and inf pass comparisons such as `lr > 0` and would poison a run."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and "None" in kind:
+                continue
+            option = f"--{f.name.replace('_', '-')}"
+            if kind.startswith("bool"):
+                ok = isinstance(value, bool)
+            elif kind.startswith("int"):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind.startswith("float"):
+                if isinstance(value, str) and "str" in kind:
+                    continue  # a keyword such as lr's "auto", checked by name in validate()
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if ok and not math.isfinite(value):
+                    raise ConfigError(f"{option} must be a finite number, got {value!r}")
+            elif kind.startswith("str"):
+                ok = isinstance(value, str)
+            else:
+                continue
+            if not ok:
+                raise ConfigError(f"{option} expects {kind.replace(' | None', '')}, got {value!r}")
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -198,6 +241,8 @@ def read_config_file(path: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text (UTF-8) config file (byte {exc.start}: {exc.reason})") from None
     try:
         values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:

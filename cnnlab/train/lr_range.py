@@ -51,10 +51,7 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader, crite
     from .trainer import training_loss
 
     aux_weight = float(getattr(model, "aux_loss_weight", 0.3))
-    if not 0 < start_lr < end_lr:
-        raise ConfigError(f"lr-find needs 0 < start-lr < end-lr, got {start_lr} and {end_lr}")
-    if steps < 10:
-        raise ConfigError(f"lr-find needs at least 10 steps, got {steps}")
+    check_range(start_lr, end_lr, steps)
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(optimizer.state_dict())
     saved_rng = torch.get_rng_state()
@@ -97,6 +94,14 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader, crite
     if len(lrs) < 5:
         raise ConfigError("lr-find: the loss diverged at once; lower --start-lr")
     return LRFindResult(lrs, losses, smoothed, *suggest(lrs, smoothed), valley=valley(lrs, smoothed))
+
+
+def check_range(start_lr: float, end_lr: float, steps: int) -> None:
+    """The range test's own options: finite learning rates 0 < start < end, at least 10 steps."""
+    if not (math.isfinite(start_lr) and math.isfinite(end_lr) and 0 < start_lr < end_lr):
+        raise ConfigError(f"lr-find needs finite learning rates 0 < start-lr < end-lr, got {start_lr} and {end_lr}")
+    if steps < 10:
+        raise ConfigError(f"lr-find needs at least 10 steps, got {steps}")
 
 
 def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
@@ -168,6 +173,11 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     from .run import build, build_augment, fit_input, load_data, resolve_device, set_threads
 
     cfg = TrainConfig.resolve(config, overrides, "lr_find()")
+    check_range(start_lr, end_lr, steps)  # before any data is loaded
+    if plot is not None:
+        from ..utils.io import check_output_file
+
+        check_output_file(plot, "--plot")
     single = DistInfo()  # the range test runs in one process, on the device and threads training would use
     device = resolve_device(cfg.device, single)
     set_threads(cfg, single)
