@@ -433,7 +433,9 @@ def resolve_model_spec(spec: str, input_size: tuple[int, int, int] | None = None
                        meta: bool = True):
     """(model, display name, (C, H, W)) for MODEL as a user types it: a saved run directory (its own
     options, input size and class count), a registered name or a notation string. Analysis-only: the
-    model is built on the meta device where possible and carries no trained weights."""
+    model is built on the meta device where possible and carries no trained weights. Notation is analysed as
+    written: no classifier the user did not write (see analysis.as_written)."""
+    from .analysis.as_written import written_notation
     from .analysis.resolve import resolve_model
 
     if Path(spec).is_dir():
@@ -443,4 +445,4 @@ def resolve_model_spec(spec: str, input_size: tuple[int, int, int] | None = None
         model, _, size = resolve_model(run.config.model, size, num_classes or run.num_classes, meta,
                                        options=run.model_options)
         return model, f"{run.config.model} ({spec})", size
-    return resolve_model(spec, input_size, num_classes, meta)
+    return written_notation(spec, input_size, num_classes) or resolve_model(spec, input_size, num_classes, meta)
