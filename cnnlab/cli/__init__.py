@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "compare",
     "conv",
     "data",
+    "env",
 )
 
 
