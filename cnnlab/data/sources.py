@@ -1,7 +1,8 @@
 """Dataset sources behind `--data`: each decodes once into a uint8 Dataset with seeded splits.
 
 `digits` (offline default), `mnist`/`fashion-mnist`/`kmnist` (IDX), `usps` (LIBSVM text, as the LIBSVM
-data sets page publishes it), `cifar10`/`cifar100` (binary), or a path: an image folder (optionally with train/val/test sub-folders) or a `.npz` with `x`/`y` arrays.
+data sets page publishes it), `cifar10`/`cifar100` (binary), or a path: an image folder (optionally with
+train/val/test sub-folders) or a `.npz` with `x`/`y` arrays.
 """
 
 from __future__ import annotations
