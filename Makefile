@@ -21,8 +21,10 @@ test: $(STAMP)
 	$(BIN)/ruff check cnnlab tests benchmarks
 	$(BIN)/python -m pytest -n 2 -q
 
+# Quick mode (minutes on 2 cores): writes benchmarks/results/*.json, prints the table, applies the thresholds.
+# `python -m benchmarks --full` is the long version; `--readme` regenerates the README's performance section.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks --check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
