@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from .harness import RESULTS, Mode, git_commit, machine, write_result
+from .harness import RESULTS, ROOT, Mode, git_commit, machine, write_result
 
 # Run order: the cheap ones first, so a quick look needs no waiting.
 BENCHMARKS = (
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", action="store_true",
                    help="regenerate README.md's performance section from the results and exit (runs nothing)")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--child", choices=BENCHMARKS, help=argparse.SUPPRESS)  # run one, in this fresh process
+    p.add_argument("--mode", choices=("quick", "full", "smoke"), default="quick", help=argparse.SUPPRESS)
     return p
 
 
@@ -122,32 +126,28 @@ def main(argv: list[str] | None = None) -> int:
         print("python -m benchmarks: error: --smoke needs --results DIR (smoke figures must not replace the "
               "real ones)", file=sys.stderr)
         return 2
-    import torch
-
+    if args.child:
+        return _child(args)
     from cnnlab.train.run import auto_threads
 
     threads = args.threads or auto_threads()
-    mode = Mode("full" if args.full else "smoke" if args.smoke else "quick", threads,
-                "cuda" if torch.cuda.is_available() else "cpu")
-    results_dir = args.results or RESULTS
+    mode = "full" if args.full else "smoke" if args.smoke else "quick"
+    results_dir = (args.results or RESULTS).resolve()
     host = machine()
     commit = git_commit()
-    print(f"benchmarks ({mode.name} mode, {threads} threads) on {host['short']}; commit "
+    print(f"benchmarks ({mode} mode, {threads} threads) on {host['short']}; commit "
           f"{(commit['commit'] or '?')[:10]}{' (uncommitted changes)' if commit['dirty'] else ''}", flush=True)
     outcomes: list[tuple[str, dict | None, str | None]] = []
     for name in args.only or BENCHMARKS:
-        torch.set_num_threads(threads)
+        # Each benchmark in a fresh process: peak memory, thread pools and caches start clean every time.
         print(f"=== {name}", flush=True)
         start = time.perf_counter()
-        try:
-            result = importlib.import_module(f"benchmarks.{name}").run(mode)
-        except Exception as exc:  # one benchmark failing must not hide the others' figures
-            traceback.print_exc()
-            outcomes.append((name, None, f"{type(exc).__name__}: {exc}"))
+        path = results_dir / f"{name}.json"
+        proc = subprocess.run([sys.executable, "-m", "benchmarks", "--child", name, "--mode", mode, "--threads",
+                               str(threads), "--results", str(results_dir)], cwd=ROOT)
+        if proc.returncode:
+            outcomes.append((name, None, f"exit status {proc.returncode} (its output is above)"))
             continue
-        path = write_result(result, mode, time.perf_counter() - start, results_dir, host)
-        import json
-
         outcomes.append((name, json.loads(path.read_text()), None))
         print(f"    {time.perf_counter() - start:.1f} s, written to {path}", flush=True)
     _table(outcomes)
@@ -159,6 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.check and failed:
         print(f"python -m benchmarks: {len(failed)} check(s) failed: {'; '.join(failed)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _child(args) -> int:
+    """Run one benchmark in this process and write its result file."""
+    import torch
+
+    mode = Mode(args.mode, args.threads or 1, "cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(mode.threads)
+    host = machine()  # sampled before the run: which cores were idle when it started
+    start = time.perf_counter()
+    try:
+        result = importlib.import_module(f"benchmarks.{args.child}").run(mode)
+    except Exception:  # the parent reports the failure; the traceback is for whoever fixes the benchmark
+        traceback.print_exc()
+        return 1
+    write_result(result, mode, time.perf_counter() - start, args.results or RESULTS, host)
     return 0
 
 

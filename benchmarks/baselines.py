@@ -76,13 +76,15 @@ class Outcome:
     """Training seconds to the target (or for the whole budget when it was never reached)."""
 
     seconds: float
+    seconds_per_epoch: list[float]
     epochs_run: int
     epochs_to_target: int | None
     best_accuracy: float
     accuracy_per_epoch: list[float]
 
     def to_dict(self) -> dict:
-        return {"seconds": round(self.seconds, 3), "epochs_run": self.epochs_run,
+        return {"seconds": round(self.seconds, 3), "seconds_per_epoch": [round(s, 3) for s in self.seconds_per_epoch],
+                "epochs_run": self.epochs_run,
                 "epochs_to_target": self.epochs_to_target, "best_accuracy": round(self.best_accuracy, 4),
                 "accuracy_per_epoch": [round(a, 4) for a in self.accuracy_per_epoch]}
 
@@ -136,7 +138,7 @@ def train_per_sample(recipe: str, train_images: torch.Tensor, train_labels: torc
     loader = torch.utils.data.DataLoader(PerSample(train_images, train_labels, mean, std), batch_size=batch,
                                          shuffle=True, generator=torch.Generator().manual_seed(seed))
     test_x = (test_images.float() / 255.0 - mean) / std
-    seconds, step, reached, history = 0.0, 0, None, []
+    step, reached, history, times = 0, None, [], []
     for epoch in range(1, max_epochs + 1):
         model.train()
         start = time.perf_counter()
@@ -149,9 +151,9 @@ def train_per_sample(recipe: str, train_images: torch.Tensor, train_labels: torc
             opt.step()
         if step_lr is not None:
             step_lr.step()
-        seconds += time.perf_counter() - start
+        times.append(time.perf_counter() - start)
         history.append(accuracy(model, test_x, test_labels))
         if history[-1] >= target:
             reached = epoch
             break
-    return Outcome(seconds, len(history), reached, max(history), history)
+    return Outcome(sum(times), times, len(history), reached, max(history), history)

@@ -1,6 +1,7 @@
 """How far from the hardware's limit training runs, and what the speed options buy.
 
-Peak: the machine's measured dense matmul rate (2·n³ FLOPs per n×n product) in fp32, and in bf16 where
+Peak: the machine's measured dense matmul rate (2·n³ FLOPs per n×n product; the best over a few sizes
+and calls, taken in turns with the training steps so both see the same load) in fp32, and in bf16 where
 the CPU computes it natively. Utilisation: FLOPs per training step — cnnlab's own analysis (`summarize`,
 forward FLOPs per image) × 3 (the backward pass costs about twice the forward) × batch — divided by the
 measured step time (forward, backward, SGD step) and by the peak of the step's precision. For LeNet-5
@@ -19,15 +20,24 @@ NAME = "utilisation"
 MODELS = {"lenet5": ((1, 32, 32), {}), "resnet18": ((3, 32, 32), {"stem": "cifar"})}
 
 
-def matmul_peak(n: int, dtype, repeats: int, device: str = "cpu") -> Stats:
-    """FLOP/s of an n×n by n×n product (best conditions: large, square, contiguous)."""
+PEAK_SIZES = (512, 1024, 2048)
+GPU_PEAK_SIZES = (4096, 8192)  # a GPU needs large products to reach its peak
+
+
+def matmul_peak(dtype, device: str = "cpu", sizes=PEAK_SIZES, calls: int = 3):
+    """A closure measuring the dense matmul rate: the best FLOP/s (2·n³ per n×n by n×n product) over a
+    few square sizes and calls, so each measurement is the peak of that moment."""
     import torch
 
     sync = torch.cuda.synchronize if device == "cuda" else None
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    return Stats.of([2 * n ** 3 / s for s in
-                     interleaved({"mm": lambda: timed(lambda: torch.mm(a, b), sync)}, repeats)["mm"].samples])
+    pairs = [(torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype))
+             for n in sizes]
+
+    def best() -> float:
+        return max(2 * a.shape[0] ** 3 / timed(lambda a=a, b=b: torch.mm(a, b), sync)
+                   for a, b in pairs for _ in range(calls))
+
+    return best
 
 
 def _step(model_name: str, variant: str, batch: int, device: str):
@@ -75,21 +85,31 @@ def _train_flops(model_name: str) -> int:
     return 3 * cnnlab.summarize(model, shape).totals["flops"]
 
 
-def step_table(mode: Mode, device: str, variants: tuple[str, ...], batches: dict, peaks: dict) -> dict:
+def step_table(mode: Mode, device: str, variants: tuple[str, ...], batches: dict, bf16: bool) -> dict:
+    """Per model: ms per train step of each variant, its speed-up over fp32 and its utilisation — the
+    step's FLOP/s over the matmul peak of the same precision measured in the same round (the peaks take
+    turns with the steps, so both see the same load)."""
+    import torch
+
     out = {}
+    sizes = PEAK_SIZES if device == "cpu" else GPU_PEAK_SIZES
+    peaks = {"peak_fp32": matmul_peak(torch.float32, device, sizes)}
+    if bf16:
+        peaks["peak_bf16"] = matmul_peak(torch.bfloat16, device, sizes)
     for name, batch in batches.items():
         steps = mode.pick(10, 20, smoke=1) if name == "lenet5" else 1
-        fns = {v: _step(name, v, batch, device) for v in variants}
-        stats = interleaved({v: (lambda fn=fn: fn(steps)) for v, fn in fns.items()}, mode.pick(3, 5, smoke=1),
-                            warmup=2 if "compile" in variants else 1)
+        sides = {v: (lambda fn=_step(name, v, batch, device): fn(steps)) for v in variants}
+        stats = interleaved({**sides, **peaks}, mode.pick(3, 5, smoke=1), warmup=2 if "compile" in variants else 1)
         flops = _train_flops(name) * batch
         rows = {}
-        for v, s in stats.items():
-            peak = peaks["bf16" if "bf16" in v else "fp32"]
-            rate = flops / s.median
-            rows[v] = {"ms_per_step": s.to_dict(5), "speedup_vs_fp32": paired_ratio(stats["fp32"], s).to_dict(2),
-                       "flop_per_s": round(rate), "utilisation": round(rate / peak, 4) if peak else None}
-        out[name] = {"batch": batch, "train_flops_per_step": flops, "variants": rows}
+        for v in variants:
+            peak = stats["peak_bf16" if "bf16" in v else "peak_fp32"]
+            util = Stats.of([flops / t / p for t, p in zip(stats[v].samples, peak.samples)])
+            rows[v] = {"seconds_per_step": stats[v].to_dict(5),
+                       "speedup_vs_fp32": paired_ratio(stats["fp32"], stats[v]).to_dict(2),
+                       "flop_per_s": round(flops / stats[v].median), "utilisation": util.to_dict(4)}
+        out[name] = {"batch": batch, "train_flops_per_step": flops, "variants": rows,
+                     "peak_flop_per_s": {k.removeprefix("peak_"): stats[k].to_dict(0) for k in peaks}}
     return out
 
 
@@ -111,45 +131,35 @@ def run(mode: Mode) -> Result:
     from cnnlab.env import describe_machine
 
     native_bf16 = describe_machine(idle_interval=0.05).cpu.torch_bf16_native
-    n = mode.pick(2048, 4096, smoke=256)
-    repeats = mode.pick(5, 9, smoke=2)
-    peaks = {"fp32": matmul_peak(n, torch.float32, repeats),
-             "bf16": matmul_peak(n, torch.bfloat16, repeats) if native_bf16 else None}
     variants = ("fp32", "channels_last") + (("bf16", "bf16+channels_last") if native_bf16 else ())
     variants += ("compile",) if mode.full else ()
     batches = {"lenet5": 64, "resnet18": mode.pick(32, 64, smoke=2)}
-    peak_medians = {k: (v.median if v else None) for k, v in peaks.items()}
-    figures = {"threads": mode.threads, "matmul_n": n,
-               "peak_flop_per_s": {k: (v.to_dict(0) if v else None) for k, v in peaks.items()},
-               "cpu": step_table(mode, "cpu", variants, batches, peak_medians)}
+    figures = {"threads": mode.threads, "peak_matmul_sizes": list(PEAK_SIZES),
+               "cpu": step_table(mode, "cpu", variants, batches, native_bf16)}
     if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: TF32 is reported on its own line
-        gpu_peaks = {"fp32": matmul_peak(8192, torch.float32, repeats, "cuda").median,
-                     "bf16": matmul_peak(8192, torch.bfloat16, repeats, "cuda").median}
-        figures["cuda"] = {"device_name": name, "peak_flop_per_s": gpu_peaks,
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here
+        figures["cuda"] = {"device_name": torch.cuda.get_device_name(0),
                            "steps": step_table(mode, "cuda", ("fp32", "bf16", "bf16+channels_last"),
-                                               {"lenet5": 256, "resnet18": 256}, gpu_peaks)}
+                                               {"lenet5": 256, "resnet18": 256}, True)}
     if not mode.smoke:
         figures["bf16_accuracy"] = bf16_accuracy(mode) if native_bf16 else None
 
-    rows = [(f"dense matmul peak, {n}×{n}, {mode.threads} threads",
-             f"fp32 {peaks['fp32'].median / 1e9:,.1f} GFLOP/s"
-             + (f", bf16 {peaks['bf16'].median / 1e9:,.1f} GFLOP/s" if peaks["bf16"] else ", no native bf16"))]
-    checks = []
-    for where, table, label in [("cpu", figures["cpu"], "CPU")] + (
-            [("cuda", figures["cuda"]["steps"], figures["cuda"]["device_name"])] if "cuda" in figures else []):
+    rows, checks = [], []
+    for table, label in [(figures["cpu"], "CPU")] + (
+            [(figures["cuda"]["steps"], figures["cuda"]["device_name"])] if "cuda" in figures else []):
         for model_name, entry in table.items():
+            peaks = ", ".join(f"{k} {v['median'] / 1e9:,.0f}" for k, v in entry["peak_flop_per_s"].items())
             parts = []
             for v, r in entry["variants"].items():
-                util = f", {r['utilisation']:.1%} of peak" if r["utilisation"] is not None else ""
                 speed = "" if v == "fp32" else f", {r['speedup_vs_fp32']['median']:.2f}× fp32"
-                parts.append(f"{v} {r['ms_per_step']['median'] * 1000:,.1f} ms{speed}{util}")
-                if r["utilisation"] is not None:
-                    checks.append(Check(f"{label} {model_name} {v}: utilisation below the measured peak",
-                                        r["utilisation"], "<=", 1.0, "above 1 would mean a measuring error"))
-            rows.append((f"{model_name} train step, batch {entry['batch']}, {label} "
-                         f"({entry['train_flops_per_step'] / 1e9:,.2f} GFLOP per step)", "; ".join(parts)))
+                parts.append(f"{v} {r['seconds_per_step']['median'] * 1000:,.1f} ms{speed}, "
+                             f"**{r['utilisation']['median']:.0%}** of peak")
+                checks.append(Check(f"{label} {model_name} {v}: utilisation at most the measured peak",
+                                    r["utilisation"]["median"], "<=", 1.1,
+                                    "well above 1 would mean a counting or timing error"))
+            rows.append((f"{model_name} train step, batch {entry['batch']}, {label}, {mode.threads} thread(s): "
+                         f"{entry['train_flops_per_step'] / 1e9:,.2f} GFLOP per step (3 × forward, from "
+                         f"`summarize`); matmul peak {peaks} GFLOP/s", "; ".join(parts)))
     acc = figures.get("bf16_accuracy")
     if acc:
         rows.append(("main job test accuracy, fp32 vs bf16 autocast",
