@@ -12,6 +12,7 @@ both (plus torch.compile in --full), interleaved. Also: the main job's test accu
 from __future__ import annotations
 
 import contextlib
+import io
 import tempfile
 
 from .harness import Check, Mode, Result, Stats, interleaved, paired_ratio, timed
@@ -118,7 +119,7 @@ def bf16_accuracy(mode: Mode) -> dict:
     from cnnlab.train import train
 
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         for amp in ("none", "bf16"):
             result = train(amp=amp, quiet=True, out=f"{tmp}/{amp}", threads=mode.threads)
             out[amp] = {"test_accuracy": result.test_accuracy, "seconds": round(result.seconds, 2)}

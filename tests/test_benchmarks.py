@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import Check, Stats, interleaved, paired_ratio
-from benchmarks.readme import END, START, update_readme
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is not installed with cnnlab; plain `pytest` may not put the root first
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness import Check, Stats, interleaved, paired_ratio  # noqa: E402
+from benchmarks.readme import END, START, update_readme  # noqa: E402
 
 
 def test_interleaved_warms_up_then_alternates_the_order():
