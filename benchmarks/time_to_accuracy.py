@@ -85,27 +85,25 @@ def measure(data: str, target: float, mode: Mode, seeds: list[int], max_epochs: 
 
     from .baselines import train_per_sample
 
-    ds = load_dataset(data, image_size=32, seed=0)
-    mean, std = (float(v) for v in ds.channel_stats())
-    test_x = (ds.test.images.float() / 255.0 - mean) / std
-    ds28 = load_dataset(data, image_size=28, seed=0)  # the same seeded split, resized from the native size
-    assert torch.equal(ds28.train.labels, ds.train.labels) and torch.equal(ds28.test.labels, ds.test.labels)
-    small = {"train": ds28.train.images, "test": ds28.test.images}
     sides = ["cnnlab", *BASELINES]
     runs: dict[str, list[dict]] = {s: [] for s in sides}
     for i, seed in enumerate(seeds):
+        # cnnlab's seed also draws its split: every side gets the split of this seed, scored on its test part
+        ds = load_dataset(data, image_size=32, seed=seed)
+        mean, std = (float(v) for v in ds.channel_stats())
+        test_x = (ds.test.images.float() / 255.0 - mean) / std
+        ds28 = load_dataset(data, image_size=28, seed=seed)  # the same split, resized from the native size
+        assert torch.equal(ds28.train.labels, ds.train.labels) and torch.equal(ds28.test.labels, ds.test.labels)
         for side in (sides if i % 2 == 0 else sides[::-1]):
             if side == "cnnlab":
                 runs[side].append(run_cnnlab(data, target, seed, mode.threads, test_x, ds.test.labels))
                 continue
-            if side == "pytorch_examples_mnist":
-                tr, te = small["train"], small["test"]
-            else:
-                tr, te = ds.train.images, ds.test.images
+            torch.set_num_threads(mode.threads)
+            tr, te = (ds28.train.images, ds28.test.images) if side == "pytorch_examples_mnist" else \
+                (ds.train.images, ds.test.images)
             outcome = train_per_sample(side, tr, ds.train.labels, te, ds.test.labels, mean=mean, std=std,
                                        target=target, max_epochs=max_epochs, seed=seed)
             runs[side].append(outcome.to_dict())
-    torch.set_num_threads(mode.threads)  # cnnlab.train set them too; keep the pinned count
     summary = {}
     for side, results in runs.items():
         reached = [r for r in results if r["epochs_to_target"] is not None]
