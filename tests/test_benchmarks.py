@@ -90,3 +90,21 @@ def test_readme_section_is_regenerated_between_the_markers_only(tmp_path):
     assert "speed-up >= 3: 12 **pass**" in text and "Measured twice." in text
     update_readme(results, readme)
     assert readme.read_text() == text  # idempotent
+
+
+def test_example_net_is_the_pytorch_examples_mnist_network():
+    """pytorch/examples mnist/main.py's Net: conv 1→32 (3×3), conv 32→64 (3×3), fc 9216→128, fc 128→10 —
+    320 + 18,496 + 1,179,776 + 1,290 = 1,199,882 parameters; log-probabilities out; dropout active in training."""
+    import torch
+
+    from benchmarks.baselines import ExampleNet
+
+    net = ExampleNet()
+    assert sum(p.numel() for p in net.parameters()) == 320 + 18_496 + 1_179_776 + 1_290 == 1_199_882
+    x = torch.randn(4, 1, 28, 28)
+    net.eval()
+    out = net(x)
+    assert out.shape == (4, 10) and torch.allclose(out.exp().sum(1), torch.ones(4), atol=1e-5)
+    net.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(net(x), net(x))  # Dropout(0.25) and Dropout(0.5) are on in training
