@@ -105,6 +105,11 @@ def test_example_net_is_the_pytorch_examples_mnist_network():
     net.eval()
     out = net(x)
     assert out.shape == (4, 10) and torch.allclose(out.exp().sum(1), torch.ones(4), atol=1e-5)
+    called = []
+    for m in net.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.register_forward_hook(lambda mod, inp, out: called.append((mod.p, tuple(inp[0].shape))))
     net.train()
     torch.manual_seed(0)
-    assert not torch.allclose(net(x), net(x))  # Dropout(0.25) and Dropout(0.5) are on in training
+    assert not torch.allclose(net(x), net(x))  # dropout is on in training
+    assert called[:2] == [(0.25, (4, 64, 12, 12)), (0.5, (4, 128))]  # after the pool, and after fc1's ReLU
