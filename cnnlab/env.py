@@ -220,11 +220,12 @@ def speed_defaults(cpu: CpuInfo, cuda: list[CudaDevice], threads: int) -> list[S
                                f"{'' if amp_on else ' (opt in with --amp bf16)'}; {bf16_why}"))
     choices.append(SpeedChoice("channels_last", "on" if cfg.channels_last else "off",
                                "TrainConfig default" if cfg.channels_last else
-                               "opt-in (--channels-last): it speeds up large convnets on CUDA and with bf16, "
-                               "not the small default LeNet-5 on a CPU"))
+                               "opt-in (--channels-last): what it buys depends on the network and the precision "
+                               "(`python -m benchmarks --only utilisation` measures it here)"))
     choices.append(SpeedChoice("compile", "on" if cfg.compile else "off",
                                "TrainConfig default" if cfg.compile else
-                               "opt-in (--compile): compiling takes longer than it saves on small nets"))
+                               "opt-in (--compile): compiling costs seconds to minutes up front, more than it "
+                               "saves on short runs of small nets"))
     return choices
 
 
