@@ -5,9 +5,12 @@ from .errors import CnnlabError
 from .utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
-__all__ = ["CnnlabError", "build_model", "list_models", "register_model", "summarize", "train", "__version__"]
+__all__ = ["CnnlabError", "Run", "build_model", "evaluate", "list_models", "load_run", "register_model",
+           "summarize", "train_model", "__version__"]
 
-# The package cnnlab.train is callable: cnnlab.train(config) trains.
+# `cnnlab.train` is the training package; its function is exported here as `train_model`.
 __getattr__, __dir__ = lazy_exports(__name__, {
     "build_model": ".models:build_model", "list_models": ".models:list_models",
-    "register_model": ".models:register_model", "summarize": ".analysis:summarize", "train": ".train"})
+    "register_model": ".models:register_model", "summarize": ".analysis:summarize",
+    "train_model": ".train:train", "evaluate": ".train:evaluate", "load_run": ".runs:load_run",
+    "Run": ".runs:Run"})

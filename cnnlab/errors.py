@@ -17,3 +17,8 @@ class DataError(CnnlabError):
 
 class ConfigError(CnnlabError, ValueError):
     """An option or a config-file value is invalid."""
+
+
+class CnnlabWarning(UserWarning):
+    """A note for the user (a conversion cnnlab made, a setting that does not apply); the CLI prints it as
+    one line "cnnlab COMMAND: note: ...", the library only emits it."""

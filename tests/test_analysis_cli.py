@@ -11,7 +11,10 @@ X_IMAGE = "1 1 1 0 0; 0 1 1 1 0; 0 0 1 1 1; 0 0 1 1 0; 0 1 1 0 0"  # lecture 001
 
 
 def run(capsys, *argv):
-    rc = main(list(argv))
+    try:
+        rc = main(list(argv))
+    except SystemExit as exc:  # options checked by argparse when parsed exit(2) with their one-line error
+        rc = exc.code
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -71,7 +74,7 @@ def test_summary_of_saved_run(tmp_path, capsys):
     assert rc == 0 and doc["totals"]["output_shape"] == [1, 7] and doc["input_size"] == [1, 32, 32]
     (tmp_path / "config.json").write_text(json.dumps({"epochs": 3}))
     rc, _, err = run(capsys, "summary", str(tmp_path))
-    assert rc == 2 and "no \"model\" key" in err
+    assert rc == 2 and "config.json" in err and len(err.strip().splitlines()) == 1
 
 
 def test_compare_depthwise_demo_shows_lecture_ratio(capsys):

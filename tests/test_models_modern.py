@@ -376,12 +376,15 @@ def test_stochastic_depth_mode_is_checked():
 
 # --- ConvNet interface ---------------------------------------------------------------------------------
 
+STAGES4 = ("stem", "stage1", "stage2", "stage3", "stage4", "head")
+
+
 @pytest.mark.parametrize("name, stages, width", [
-    ("resnet18", ("layer1", "layer2", "layer3", "layer4"), 512),
-    ("resnet50", ("layer1", "layer2", "layer3", "layer4"), 2048),
-    ("plain34", ("layer1", "layer2", "layer3", "layer4"), 512),
-    ("googlenet", tuple(s[0] for s in INCEPTION_SPECS), 1024),
-    ("mobilenet_v1", ("stem", "stage1", "stage2", "stage3", "stage4", "stage5"), 1024),
+    ("resnet18", STAGES4, 512),
+    ("resnet50", STAGES4, 2048),
+    ("plain34", STAGES4, 512),
+    ("googlenet", ("stem", "stage1", "stage2", "stage3", "head"), 1024),
+    ("mobilenet_v1", ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "head"), 1024),
 ])
 def test_interface_reset_classifier_and_pre_logits(name, stages, width):
     model = build_model(name, num_classes=10, input_size=64).eval()
@@ -406,7 +409,7 @@ def test_googlenet_reset_classifier_also_resets_aux_heads():
 
 def test_mobilenet_uses_depthwise_then_pointwise():
     model = build_meta("mobilenet_v1", width_mult=0.5)
-    blocks = [b for s in model.stage_names[1:] for b in getattr(model, s)]
+    blocks = [b for s in model.stage_names[1:-1] for b in getattr(model, s)]
     assert len(blocks) == 13
     for b in blocks:
         dw, pw = b.dw.conv, b.pw.conv

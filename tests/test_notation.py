@@ -162,7 +162,9 @@ def test_convnet_interface():
     x = torch.zeros(2, 1, 28, 28)
     assert model.forward_features(x).shape == (2, 16, 7, 7)
     assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 100)
-    assert model.classifier_name == "classifier.3" and model.stage_names == ("features.2", "features.5")
+    assert model.classifier_name == "classifier.3" and model.stage_names == ("stem", "stage1", "head")
+    assert [st.paths for _, st in model.stages()] == [("features.0", "features.1", "features.2"),
+                                                       ("features.3", "features.4", "features.5"), ("classifier",)]
     model.reset_classifier(4)
     assert model(x).shape == (2, 4) and model.num_classes == 4
     assert "conv5-6p2 > relu > maxpool2" in repr(model)

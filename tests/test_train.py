@@ -171,14 +171,27 @@ def test_ema_decay_warmup_and_buffers():
 
 
 def test_early_stopping_restores_best_epoch(tmp_path):
-    seen = []
-    # a learning rate this high wrecks the net after a good start: val accuracy peaks early
-    r = train(**dict(QUICK, epochs=12), optimizer="adam", lr=0.02, schedule="constant", early_stopping=2,
-              out=str(tmp_path / "es"), hooks={"epoch_end": [lambda t, rec: seen.append(rec["val_acc"])]})
-    best_epoch = r.summary["best_epoch"]
-    assert best_epoch == 1 + max(range(len(seen)), key=lambda i: (seen[i], -i))
-    assert r.epochs == best_epoch + 2 or r.epochs == 12
-    assert r.summary["val_accuracy"] == pytest.approx(max(seen))  # the restored weights score the best val
+    """After epoch 2 a hook wipes the weights at every epoch end, so the later epochs are strictly worse than
+    the best: the run must stop after `early_stopping` bad epochs and end with the best epoch's exact weights
+    (a run that kept its last weights would end with the wiped ones)."""
+    seen, states = [], []
+
+    def record_then_wreck(trainer, rec):
+        seen.append(rec["val_acc"])
+        states.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        if rec["epoch"] >= 2:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.zero_()
+
+    r = train(**dict(QUICK, epochs=12), early_stopping=2, out=str(tmp_path / "es"),
+              hooks={"epoch_end": [record_then_wreck]})
+    best = 1 + max(range(len(seen)), key=lambda i: (seen[i], -i))
+    assert best in (1, 2) and max(seen[2:]) < seen[best - 1]  # the wiped epochs are worse
+    assert r.summary["best_epoch"] == best and r.epochs == 4 and r.summary["stopped_early"]
+    final = r.model.state_dict()
+    assert all(torch.equal(final[k], states[best - 1][k]) for k in final)
+    assert r.summary["val_accuracy"] == pytest.approx(seen[best - 1])
 
 
 def test_drop_path_identity_in_eval_and_option_checked(tmp_path):
@@ -282,12 +295,15 @@ def test_checkpoint_refuses_non_finite_weights(tmp_path):
     assert latest_info(out)["global_step"] == 2
 
 
-def test_package_is_callable_and_lr_find_survives_submodule_import():
+def test_train_function_is_exported_under_its_own_name_and_lr_find_survives_submodule_import():
     import cnnlab
-    import cnnlab.train.lr_range  # once loaded, a same-named submodule would shadow the function
+    import cnnlab.train.scoring  # once loaded, a same-named submodule would shadow the function
+    import cnnlab.train.lr_range
 
-    assert callable(cnnlab.train) and cnnlab.train.config.TrainConfig is TrainConfig
+    assert type(cnnlab.train).__name__ == "module" and not callable(cnnlab.train)  # no module-class swap
+    assert cnnlab.train_model is cnnlab.train.train and cnnlab.train.config.TrainConfig is TrainConfig
     assert callable(cnnlab.train.lr_find) and cnnlab.train.lr_find.__module__ == "cnnlab.train"
+    assert callable(cnnlab.train.evaluate) and cnnlab.evaluate is cnnlab.train.evaluate
 
 
 @pytest.mark.parametrize("idle,world,expected", [(1.9, 1, 2), (1.2, 1, 1), (0.1, 1, 1), (2.0, 2, 1)])

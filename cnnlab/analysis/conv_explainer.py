@@ -52,6 +52,8 @@ def parse_volume(text: str, what: str = "input") -> Volume:
 
 def _from_nested(obj, what: str) -> Volume:
     def frac(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            raise TypeError(v)
         return Fraction(str(v)) if not isinstance(v, str) else parse_number(v)
 
     if isinstance(obj, list) and obj and isinstance(obj[0], list) and obj[0] and not isinstance(obj[0][0], list):
@@ -59,7 +61,10 @@ def _from_nested(obj, what: str) -> Volume:
     try:
         return _check_volume([[[frac(v) for v in row] for row in mat] for mat in obj], what)
     except TypeError:
-        raise ConfigError(f"{what}: expected a 2-D (rows) or 3-D (channels, rows, columns) array") from None
+        raise ConfigError(f"{what}: expected a 2-D (rows) or 3-D (channels, rows, columns) array of numbers"
+                          ) from None
+    except ValueError:  # NaN or infinity
+        raise ConfigError(f"{what}: every value must be a finite number") from None
 
 
 def load_volume(spec: str, what: str = "input") -> Volume:
@@ -69,16 +74,30 @@ def load_volume(spec: str, what: str = "input") -> Volume:
         if path.suffix.lower() == ".npy":
             import numpy as np
 
-            return _from_nested(np.load(path, allow_pickle=False).tolist(), what)
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise ConfigError(f"{path}: not a readable .npy array ({_first_line(exc)})") from None
+            return _from_nested(array.tolist(), f"{what} ({path})")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read it as text ({_first_line(exc)})") from None
         if path.suffix.lower() == ".json":
             try:
-                return _from_nested(json.loads(path.read_text()), what)
+                obj = json.loads(text)
             except ValueError as exc:
                 raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-        return parse_volume(path.read_text(), what)
+            return _from_nested(obj, f"{what} ({path})")
+        return parse_volume(text, f"{what} ({path})")
     if path.suffix.lower() in (".txt", ".npy", ".json"):
         raise ConfigError(f"{what} file not found: {spec}")
     return parse_volume(spec, what)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass
@@ -115,6 +134,12 @@ def _unit(xp: Volume, k: Volume, bias: Fraction, top: int, left: int) -> tuple[F
                 total += xv * kv
                 terms.append(f"{fmt(xv)}*{fmt(kv)}")
     return total + bias, terms
+
+
+def _unit_products(xp: Volume, k: Volume, top: int, left: int) -> list[list[Fraction]]:
+    """The products of one output unit, channel by channel, in the kernel's row-major order."""
+    return [[x_chan[top + a][left + b] * kv for a, k_row in enumerate(k_chan) for b, kv in enumerate(k_row)]
+            for x_chan, k_chan in zip(xp, k)]
 
 
 def _fit_notes(n: int, h: int, w: int, kh: int, kw: int, stride: int, padding: int) -> list[str]:
@@ -191,3 +216,122 @@ def format_matrix(mat: Matrix) -> str:
     cells = [[fmt(v) for v in row] for row in mat]
     width = max(len(c) for row in cells for c in row)
     return "\n".join("  ".join(c.rjust(width) for c in row) for row in cells)
+
+
+# --- one typed config for `cnnlab conv` and `cnnlab explain conv` -----------------------------------------
+
+@dataclass
+class ConvSpec:
+    """What to convolve and how: input, filter bank, biases, stride, padding, mode and pooling."""
+
+    input: Volume
+    kernels: list[Volume]
+    biases: list[Fraction]
+    stride: int = 1
+    padding: int = 0
+    mode: str = "correlation"
+    pool: str | None = None
+    pool_size: int = 2
+    pool_stride: int | None = None
+    demo: str | None = None  # the lecture example it came from, if any
+
+    def run(self) -> ConvResult:
+        return convolve(self.input, self.kernels, self.biases, self.stride, self.padding, self.mode)
+
+
+def conv_spec(input: str | None = None, kernels: list[str] | None = None, bias: list[str] | None = None,
+              stride: int | None = None, padding: int | None = None, mode: str | None = None,
+              pool_kind: str | None = None, pool_size: int | None = None, pool_stride: int | None = None,
+              demo=None) -> ConvSpec:
+    """A checked ConvSpec from what a user typed; with `demo` (a conv_demos.ConvDemo), the lecture
+    example's values, which any option given explicitly overrides. Every problem is a one-line
+    ConfigError/GeometryError, raised here before anything is computed."""
+    base = demo
+    if base is None and (input is None or not kernels):
+        raise ConfigError("--input and --kernel are required (or --demo NAME for a lecture example)")
+    x = load_volume(input, "--input") if input is not None else base.input
+    ks = [load_volume(k, f"--kernel {i + 1}") for i, k in enumerate(kernels)] if kernels else base.kernels
+    if bias:
+        biases = [parse_number(b) for b in bias]
+    elif base is not None and not kernels:
+        biases = list(base.biases)
+    else:
+        biases = [Fraction(0)] * len(ks)
+    if len(biases) != len(ks):
+        raise ConfigError(f"--bias: {len(ks)} kernel(s) but {len(biases)} bias value(s)")
+    pool_default = base.pool if base is not None and base.pool else (None, 2, None)
+    spec = ConvSpec(x, ks, biases,
+                    stride=stride if stride is not None else (base.stride if base else 1),
+                    padding=padding if padding is not None else (base.padding if base else 0),
+                    mode=mode or (base.mode if base else "correlation"),
+                    pool=pool_kind or pool_default[0],
+                    pool_size=pool_size if pool_size is not None else pool_default[1],
+                    pool_stride=pool_stride if pool_stride is not None else pool_default[2],
+                    demo=base.name if base is not None else None)
+    _check_spec(spec, pool_from_demo=pool_kind is None and pool_size is None and spec.pool is not None)
+    return spec
+
+
+def _check_spec(spec: ConvSpec, pool_from_demo: bool = False) -> None:
+    if spec.mode not in ("correlation", "convolution"):
+        raise ConfigError(f"--mode must be correlation or convolution, got {spec.mode!r}")
+    if spec.stride < 1:
+        raise ConfigError(f"--stride must be >= 1, got {spec.stride}")
+    if spec.padding < 0:
+        raise ConfigError(f"--padding must be >= 0, got {spec.padding}")
+    c, h, w = len(spec.input), len(spec.input[0]), len(spec.input[0][0])
+    for n, k in enumerate(spec.kernels):
+        if len(k) != c:
+            raise ConfigError(f"--kernel {n + 1} has {len(k)} channel(s) but the input has {c}")
+        for size, ks in ((h, len(k[0])), (w, len(k[0][0]))):
+            conv_output_size(size, ks, spec.stride, spec.padding, layer=f"--kernel {n + 1}")
+    if spec.pool is not None:
+        if spec.pool not in ("max", "avg"):
+            raise ConfigError(f"--pool must be max or avg, got {spec.pool!r}")
+        pool_stride = spec.pool_size if spec.pool_stride is None else spec.pool_stride
+        if spec.pool_size < 1 or pool_stride < 1:
+            raise ConfigError(f"--pool-size and --pool-stride must be >= 1, got {spec.pool_size} and {pool_stride}")
+        k = spec.kernels[0]
+        ho = conv_output_size(h, len(k[0]), spec.stride, spec.padding)
+        wo = conv_output_size(w, len(k[0][0]), spec.stride, spec.padding)
+        if spec.pool_size > min(ho, wo):
+            what = f"--demo {spec.demo} pools with {spec.pool} {spec.pool_size}, which is" if pool_from_demo \
+                else f"--pool-size {spec.pool_size} is"
+            raise GeometryError(f"{what} larger than the {ho}x{wo} feature maps of stride {spec.stride}, padding "
+                                f"{spec.padding} (give --pool-size 1 or a smaller stride)")
+
+
+# --- every multiply-add of one configuration, for the explainer page -------------------------------------
+
+@dataclass
+class ConvWalk:
+    """One stride/padding configuration worked out unit by unit: the padded input, the kernels as applied
+    (flipped for true convolution), and for every map n and output unit (i, j) the products channel by
+    channel (`products[n][i][j][c]`, kernel row-major), their per-channel sums and the unit's value."""
+
+    stride: int
+    padding: int
+    padded: Volume
+    kernels: list[Volume]
+    maps: list[Matrix]
+    products: list[list[list[list[list[Fraction]]]]]
+    channel_sums: list[list[list[list[Fraction]]]]
+
+
+def walk(x: Volume, kernels: list[Volume], biases: list[Fraction], stride: int, padding: int,
+         mode: str = "correlation") -> ConvWalk:
+    """Every product and sum of the convolution (all kernels must share one size); values agree with
+    `convolve` (and with torch.nn.functional.conv2d, as the tests check)."""
+    if len({(len(k[0]), len(k[0][0])) for k in kernels}) != 1:
+        raise ConfigError("the explainer page needs kernels of one size (a filter bank)")
+    h, w = len(x[0]), len(x[0][0])
+    kh, kw = len(kernels[0][0]), len(kernels[0][0][0])
+    ho = conv_output_size(h, kh, stride, padding)
+    wo = conv_output_size(w, kw, stride, padding)
+    applied = kernels if mode == "correlation" else [[[row[::-1] for row in mat[::-1]] for mat in k] for k in kernels]
+    xp = [_pad(m, padding) for m in x]
+    products = [[[_unit_products(xp, k, i * stride, j * stride) for j in range(wo)] for i in range(ho)]
+                for k in applied]
+    sums = [[[[sum(ch, Fraction(0)) for ch in unit] for unit in row] for row in per_map] for per_map in products]
+    maps = [[[sum(unit, Fraction(0)) + b for unit in row] for row in per_map] for per_map, b in zip(sums, biases)]
+    return ConvWalk(stride, padding, xp, applied, maps, products, sums)

@@ -59,6 +59,10 @@ class Summary:
     uncounted: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     conventions: str = CONVENTIONS
+    # The traced data-flow graph, kept out of to_dict() (schema unchanged): (source, destination) node ids,
+    # "input", "row:N" (layers[N]) or "join:K" (joins[K]: a free merge such as torch.cat, with no row).
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    joins: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The stable JSON document (schema in README, version SCHEMA_VERSION)."""
@@ -259,4 +263,8 @@ def _build(model, size, tracer: Tracer, out, notes: list[str], name: str) -> Sum
         "largest_spatial_receptive_field": largest.to_dict() if largest else None,
     }
     flags = [f"{r.name} ({r.type}) does not fit: (W - F + 2P)/S + 1 = {r.fit}" for r in rows if r.fit]
-    return Summary(name, size, rows, totals, _by_type(rows, total, flops), flags, dict(tracer.uncounted), notes)
+    edges = [(src, f"row:{i}") for i, ev in enumerate(tracer.events) for src in ev.inputs]
+    edges += [(src, f"join:{k}") for k, j in enumerate(tracer.joins) for src in j.inputs]
+    joins = [{"name": j.name, "op": j.op, "output_shape": list(j.out_shape)} for j in tracer.joins]
+    return Summary(name, size, rows, totals, _by_type(rows, total, flops), flags, dict(tracer.uncounted), notes,
+                   edges=edges, joins=joins)

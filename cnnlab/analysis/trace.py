@@ -4,6 +4,10 @@ Counted modules (conv, linear, norm, activation, pool, ...; see flops.is_counted
 forward hooks; everything else a forward does with the traced tensors (residual adds, torch.cat, F.relu,
 flatten, ...) is seen by a TorchFunctionMode. Each traced tensor carries a ReceptiveField, so fields
 follow the real graph: branches, merges and reuse, not an assumed sequential stack.
+
+Each traced tensor also remembers which graph nodes produced it, so every Event lists its inputs and the
+data-flow graph can be drawn: node ids are "input" (the image), "row:N" (events[N]) and "join:K"
+(joins[K], a free merge such as an Inception torch.cat, which has no table row of its own).
 """
 
 from __future__ import annotations
@@ -135,6 +139,21 @@ class Event:
     fit_note: str | None = None
     out_bytes: int = 0
     extra: dict = field(default_factory=dict)
+    inputs: tuple[str, ...] = ()  # graph node ids this op read (see the module docstring)
+
+
+@dataclass
+class Join:
+    """A merge of several traced paths that costs nothing (torch.cat, stack): a node of the data-flow graph
+    but no table row."""
+
+    name: str
+    op: str
+    out_shape: tuple[int, ...]
+    inputs: tuple[str, ...]
+
+
+INPUT_NODE = "input"
 
 
 def _tensors(obj) -> list[torch.Tensor]:
@@ -164,10 +183,17 @@ class Tracer(TorchFunctionMode):
         self.calls: dict[str, int] = {}
         self.uncounted: dict[str, int] = {}
         self._fit_note: str | None = None
+        self.joins: list[Join] = []
+        self.sources: dict[int, tuple[str, ...]] = {}  # id(tensor) -> graph nodes that produced it
 
     # --- tensor bookkeeping ---------------------------------------------------------------------------
-    def mark(self, t: torch.Tensor, rf: rfm.ReceptiveField) -> None:
+    def mark(self, t: torch.Tensor, rf: rfm.ReceptiveField, sources: tuple[str, ...] = (INPUT_NODE,)) -> None:
         self.fields[id(t)] = (t, rf)  # keeps t alive so its id is not reused during the trace
+        self.sources[id(t)] = sources
+
+    def sources_of(self, tensors: list[torch.Tensor]) -> tuple[str, ...]:
+        """The graph nodes that produced `tensors`, each once, in first-seen order."""
+        return tuple(dict.fromkeys(s for t in tensors for s in self.sources.get(id(t), ())))
 
     def field_of(self, t: torch.Tensor) -> rfm.ReceptiveField | None:
         hit = self.fields.get(id(t))
@@ -221,12 +247,13 @@ class Tracer(TorchFunctionMode):
                 rf_out = rfm.GLOBAL if not rf_in.unknown else rf_in
             else:
                 rf_out = rf_in
+            inputs = self.sources_of(self.leaf_in)
             for t in outs:
-                self.mark(t, rf_out)
+                self.mark(t, rf_out, (f"row:{len(self.events)}",))
             macs, flops = count_module(module, x.numel(), tuple(y.shape))
             self.events.append(Event(
                 self._unique(name), type(module).__name__, module, tuple(x.shape), tuple(y.shape), macs, flops,
-                rf_out, win, self._fit_note, y.numel() * y.element_size()))
+                rf_out, win, self._fit_note, y.numel() * y.element_size(), inputs=inputs))
             self._fit_note = None
         finally:
             self.busy = False
@@ -289,10 +316,17 @@ class Tracer(TorchFunctionMode):
             rf_out = rfm.GLOBAL if not rf_in.unknown else rf_in
         else:
             rf_out = rf_in
-        for t in outs:
-            self.mark(t, rf_out)
+        inputs = self.sources_of(ins)
         if kind == "free":
+            if len(inputs) > 1:  # a merge (torch.cat of Inception branches): a graph node, no row
+                parent = self.stack[-1] if self.stack else ""
+                self.joins.append(Join(f"{parent}.{name}" if parent else name, name, tuple(y.shape), inputs))
+                inputs = (f"join:{len(self.joins) - 1}",)
+            for t in outs:
+                self.mark(t, rf_out, inputs)
             return
+        for t in outs:
+            self.mark(t, rf_out, (f"row:{len(self.events)}",))
         if kind == "uncounted":
             self.uncounted[name] = self.uncounted.get(name, 0) + 1
         parent = self.stack[-1] if self.stack else ""
@@ -301,4 +335,4 @@ class Tracer(TorchFunctionMode):
         if win is not None:
             win = {key: win[key] for key in ("kernel", "stride", "padding", "dilation", "groups", "ceil_mode")}
         self.events.append(Event(row_name, name, None, tuple(x.shape), tuple(y.shape), macs, flops, rf_out, win,
-                                 note, y.numel() * y.element_size()))
+                                 note, y.numel() * y.element_size(), inputs=inputs))

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "summary",
     "compare",
     "conv",
+    "explain",
     "data",
     "env",
 )
@@ -44,17 +45,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(command: str):
+    """warnings.showwarning for the CLI: cnnlab's own notes as one line "cnnlab CMD: note: ..."; other
+    libraries' warnings (numpy, Pillow, torch) are not shown to the user as extra lines."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        from ..errors import CnnlabWarning
+
+        if issubclass(category, CnnlabWarning):
+            print(f"cnnlab {command}: note: {message}", file=sys.stderr, flush=True)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning(args.command)
     try:
         return int(args.func(args) or 0)
     except CnnlabError as exc:
         print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        print(f"cnnlab {args.command}: interrupted (nothing was saved for this step)", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous

@@ -25,7 +25,8 @@ def add_parser(sub):
 
 def _run(args) -> int:
     from ..analysis.compare import compare, depthwise_pair, render_compare
-    from ..analysis.resolve import parse_input, resolve_model
+    from ..analysis.resolve import parse_input
+    from ..runs import resolve_model_spec as resolve_model
     from ..analysis.summary import summarize
     from ..errors import ConfigError
 

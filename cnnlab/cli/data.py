@@ -13,6 +13,7 @@ def add_data_options(p) -> None:
     p.add_argument("--data-dir", help="folder already holding the dataset's files (used as is)")
     p.add_argument("--offline", action="store_true", help="never use the network")
     p.add_argument("--image-size", type=int, help="resize to this square size")
+    p.add_argument("--pad", type=int, default=0, help="zero-pad every image by P pixels per side")
     p.add_argument("--channels", type=int, choices=(1, 3), help="convert to grey (1) or RGB (3)")
     p.add_argument("--resize", choices=RESIZE_POLICIES, default="shorter-crop",
                    help="image-folder resize policy (default: shorter side + centre crop)")

@@ -20,7 +20,19 @@ EPILOG = """examples:
                  -m cnnlab train ...  (same command on every machine)"""
 
 
+def _lr(text: str):
+    """--lr: a number or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+
+
 def _type(f):
+    if f.metadata.get("parse") == "lr":
+        return _lr
     kind = str(f.type)
     return int if kind.startswith("int") else float if kind.startswith("float") else str
 
@@ -79,13 +91,48 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..train import train
+    from ..train.run import RESUME_OVERRIDES
 
     if args.resume:
-        extra = [k for k in vars(args) if k in {f.name for f in fields(TrainConfig)}]
-        if extra or args.config:
-            raise ConfigError("--resume continues a run with its saved configuration; drop the other options "
-                              f"({', '.join(extra) or '--config'})")
-        train(resume=args.resume)
-        return 0
-    train(config_from_args(args))
+        given = [k for k in vars(args) if k in {f.name for f in fields(TrainConfig)}]
+        refused = [k for k in given if k not in RESUME_OVERRIDES]
+        if refused or args.config:
+            flags = ", ".join("--" + k.replace("_", "-") for k in refused) or "--config"
+            raise ConfigError(f"--resume continues a run with its saved configuration; only --quiet, --threads "
+                              f"and --device may be given with it (drop {flags})")
+        result = _interruptible(lambda: train(resume=args.resume, **{k: getattr(args, k) for k in given}))
+    else:
+        result = _interruptible(lambda: train(config_from_args(args)))
+    print(final_line(result.summary, result.run_dir), flush=True)
     return 0
+
+
+def final_line(summary: dict, run_dir) -> str:
+    """The one line `cnnlab train` ends with: test accuracy (correct/total), epochs, time, where the run is."""
+    correct = round(summary["test_accuracy"] * summary["test_count"])
+    epochs = summary["epochs"]
+    early = ""
+    if summary.get("stopped_early"):
+        early = f" (early stop; best epoch {summary['best_epoch']} kept)"
+    return (f"test accuracy {summary['test_accuracy']:.4f} ({correct}/{summary['test_count']}) after {epochs} "
+            f"epoch{'s' if epochs != 1 else ''}{early}, {summary['seconds']:.1f} s of training; run written to "
+            f"{run_dir}")
+
+
+def _interruptible(fn):
+    """Run `fn`; on Ctrl-C say where the checkpoint is and how to continue (exit 130)."""
+    from ..train.trainer import TrainingInterrupted
+
+    try:
+        return fn()
+    except TrainingInterrupted as stop:
+        raise SystemExit(_interrupted_message(stop)) from None
+
+
+def _interrupted_message(stop) -> str:
+    import sys
+
+    where = f"in epoch {stop.epoch} at step {stop.step}" if stop.step else f"before epoch {stop.epoch}"
+    print(f"cnnlab train: interrupted {where}; checkpoint saved in {stop.run_dir}/checkpoints. Continue with:\n"
+          f"  cnnlab train --resume {stop.run_dir}", file=sys.stderr, flush=True)
+    return 130

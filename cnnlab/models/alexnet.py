@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import checked_output_shape, init_weights, make_lrn
-from .base import SequentialNet, pool_stage_names
+from .base import SequentialNet
 from .registry import register_model
 
 
@@ -42,7 +42,6 @@ class AlexNet(SequentialNet):
             nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes))
         self.classifier_name = "classifier.6"
-        self.stage_names = pool_stage_names(self.features)
         init_weights(self, init)
 
 

@@ -7,6 +7,25 @@ import torch
 from torch import nn
 
 
+class Stage(nn.Module):
+    """A view of one named stage: the model's own modules at `paths` (shared, not copied), in forward order.
+
+    Its parameters() are the stage's parameters, train()/eval() reach its BN layers, and `output` is the
+    module whose output is the stage's output (where a forward hook taps the stage's activations)."""
+
+    def __init__(self, name: str, paths: tuple[str, ...], modules: list[nn.Module]):
+        super().__init__()
+        self.name, self.paths = name, tuple(paths)
+        self.parts = nn.ModuleList(modules)
+
+    @property
+    def output(self) -> nn.Module | None:
+        return self.parts[-1] if len(self.parts) else None
+
+    def extra_repr(self) -> str:
+        return f"{self.name}: {', '.join(self.paths) or '(no layers)'}"
+
+
 class ConvNet(nn.Module):
     """Base class of cnnlab's models.
 
@@ -18,13 +37,15 @@ class ConvNet(nn.Module):
         vector fed to the final linear layer (what transfer learning extracts);
       - `classifier_name`: attribute path of the final nn.Linear (e.g. "fc" or "classifier.6"),
         used by `get_classifier` / `reset_classifier`;
-      - `stage_names`: attribute paths of the named stages, shallow to deep (e.g. "layer1".."layer4"),
-        where visualisation taps activations and transfer learning freezes/unfreezes.
+      - `stage_layout()`: the named stages as (name, module paths), with one meaning on every family:
+        `stem`, `stage1` … `stageN`, `head`. Each stage works at one resolution and the resolution drops
+        between stages (stageK of VGG and ResNet outputs 1/2^(K+1) of the input, as in the papers' tables),
+        `head` is pooling + classifier, and the stages' parameters partition the model's (each parameter
+        in exactly one stage).
     Builders set `num_classes`, `in_channels` and `input_size` (H, W).
     """
 
     classifier_name: str = "fc"
-    stage_names: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,9 +79,30 @@ class ConvNet(nn.Module):
         parent = self.get_submodule(parent_name) if parent_name else self
         setattr(parent, attr, new.to(old.weight.device, old.weight.dtype))
 
-    def stages(self) -> list[tuple[str, nn.Module]]:
-        """The named stages, shallow to deep."""
-        return [(n, self.get_submodule(n)) for n in self.stage_names]
+    def stage_layout(self) -> list[tuple[str, tuple[str, ...]]]:
+        raise NotImplementedError
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """("stem", "stage1", …, "head")."""
+        return tuple(name for name, _ in self.stage_layout())
+
+    def stages(self) -> list[tuple[str, Stage]]:
+        """The named stages, shallow to deep, as views of the model's own modules."""
+        return [(name, Stage(name, paths, [self.get_submodule(p) for p in paths if self._present(p)]))
+                for name, paths in self.stage_layout()]
+
+    def get_stage(self, name: str) -> Stage:
+        for stage_name, stage in self.stages():
+            if stage_name == name:
+                return stage
+        raise KeyError(f"no stage {name!r}; stages: {', '.join(self.stage_names)}")
+
+    def _present(self, path: str) -> bool:
+        try:
+            return self.get_submodule(path) is not None
+        except AttributeError:
+            return False
 
 
 class SequentialNet(ConvNet):
@@ -76,14 +118,32 @@ class SequentialNet(ConvNet):
         x = torch.flatten(x if pool is None else pool(x), 1)
         return self.classifier[:-1](x) if pre_logits else self.classifier(x)
 
+    def stage_layout(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The trunk cut after each pooling layer: the first group is the stem, the others stage1…; the
+        head is avgpool (if any) + classifier. A fully connected net (no trunk) has its hidden layers as
+        the stem and the output layer as the head."""
+        groups = pool_groups(self.features)
+        if not groups:
+            last = len(self.classifier) - 1
+            return [("stem", tuple(f"classifier.{i}" for i in range(last))), ("head", (f"classifier.{last}",))]
+        head = (("avgpool",) if getattr(self, "avgpool", None) is not None else ()) + ("classifier",)
+        return ([("stem", groups[0])] + [(f"stage{i}", g) for i, g in enumerate(groups[1:], start=1)]
+                + [("head", head)])
+
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
-def pool_stage_names(features: nn.Sequential, prefix: str = "features.") -> tuple[str, ...]:
-    """Stage names of a plain trunk: a stage ends where the resolution drops (at each pooling layer),
-    and the trunk's last layer closes the final stage."""
-    ends = [f"{prefix}{i}" for i, m in enumerate(features) if isinstance(m, _POOLS)]
-    if len(features) and f"{prefix}{len(features) - 1}" not in ends:
-        ends.append(f"{prefix}{len(features) - 1}")
-    return tuple(ends)
+def pool_groups(features: nn.Sequential, prefix: str = "features.") -> list[tuple[str, ...]]:
+    """A plain trunk's layers grouped so that each group ends at a pooling layer (where the resolution
+    drops); layers after the last pooling layer form a final group."""
+    groups: list[tuple[str, ...]] = []
+    current: list[str] = []
+    for i, m in enumerate(features):
+        current.append(f"{prefix}{i}")
+        if isinstance(m, _POOLS):
+            groups.append(tuple(current))
+            current = []
+    if current:
+        groups.append(tuple(current))
+    return groups

@@ -109,8 +109,9 @@ class InceptionAux(nn.Module):
 class GoogLeNet(ConvNet):
     """The 22-layer GoogLeNet: stem convs, inception 3a-3b, 4a-4e, 5a-5b, global average pool, fc."""
 
-    stage_names = tuple(spec[0] for spec in INCEPTION_SPECS)
+    inception_names = tuple(spec[0] for spec in INCEPTION_SPECS)
     classifier_name = "fc"
+    aux_loss_weight = 0.3  # Szegedy et al. 2014: auxiliary losses weighted 0.3 in training, ignored at inference
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224),
                  *, aux_logits: bool = False, branch3_kernel: int = 3, batch_norm: bool = True,
@@ -154,6 +155,16 @@ class GoogLeNet(ConvNet):
             m = getattr(self, name)
             shape = module_output_shape(m if isinstance(m, nn.MaxPool2d) else m.conv, shape, name=name)
         return (self.inception5b.out_channels, shape[1], shape[2])
+
+    def stage_layout(self) -> list[tuple[str, tuple[str, ...]]]:
+        """stem (conv1-3 and two max-pools: /8), stage1 (3a, 3b, pool: /16), stage2 (4a-4e, pool: /32),
+        stage3 (5a, 5b), head (pool, dropout, fc, and the auxiliary classifiers when present)."""
+        aux = ("aux1", "aux2") if self.aux_logits else ()
+        return [("stem", ("conv1", "maxpool1", "conv2", "conv3", "maxpool2")),
+                ("stage1", ("inception3a", "inception3b", "maxpool3")),
+                ("stage2", ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4")),
+                ("stage3", ("inception5a", "inception5b")),
+                ("head", ("avgpool", "dropout", "fc", *aux))]
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
         # ImageNet-normalised RGB -> the [-1, 1] scaling the ported TensorFlow weights expect.

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers import checked_output_shape, init_weights, make_activation, resolve_init
-from .base import SequentialNet, pool_stage_names
+from .base import SequentialNet
 from .registry import register_model
 
 # Where the pooling sits relative to the non-linearity. LeNet-5's paper subsamples first (S2 averages,
@@ -52,7 +52,6 @@ class LeNet(SequentialNet):
         layers.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*layers)
         self.classifier_name = f"classifier.{len(layers) - 1}"
-        self.stage_names = pool_stage_names(features)
         init_weights(self, resolve_init(init, act))
 
 

@@ -46,7 +46,7 @@ class DepthwiseSeparable(nn.Sequential):
 class MobileNetV1(ConvNet):
     """`stem` (3x3/2 conv to 32*alpha), `stage1`..`stage5` of depthwise-separable blocks, GAP, `fc`."""
 
-    stage_names = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5")
+    trunk_names = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5")
     classifier_name = "fc"
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224),
@@ -81,11 +81,15 @@ class MobileNetV1(ConvNet):
         """(C, H, W) of forward_features for `input_size`; raises GeometryError naming the layer."""
         if min(input_size) < 1:
             raise GeometryError(f"input size {tuple(input_size)} must be positive")
-        trunk = [(name, self.get_submodule(name)) for name in self.stage_names]
+        trunk = [(name, self.get_submodule(name)) for name in self.trunk_names]
         return sequential_output_shape(trunk, (self.in_channels, *input_size))
 
+    def stage_layout(self) -> list[tuple[str, tuple[str, ...]]]:
+        """stem, stage1..stage5 as built (each stage after stage1 starts with its stride-2 block), head."""
+        return [(name, (name,)) for name in self.trunk_names] + [("head", ("avgpool", "dropout", "fc"))]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.stage_names:
+        for name in self.trunk_names:
             x = getattr(self, name)(x)
         return x
 

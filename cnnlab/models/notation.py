@@ -41,7 +41,7 @@ from torch import nn
 
 from ..errors import ConfigError, GeometryError
 from ..layers import ACTIVATIONS, init_weights, make_activation, make_lrn, module_output_shape, resolve_init
-from .base import SequentialNet, pool_stage_names
+from .base import SequentialNet
 
 DEFAULT_INPUT_SIZE = (32, 32)
 DEFAULT_NUM_CLASSES = 10
@@ -180,7 +180,6 @@ class NotationNet(SequentialNet):
         self.features = features
         self.classifier = classifier
         self.classifier_name = f"classifier.{len(classifier) - 1}"
-        self.stage_names = pool_stage_names(features)
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}"

@@ -146,7 +146,7 @@ class ResNet(ConvNet):
     """Stem, four stages `layer1`..`layer4` of `block`s (widths 64..512, x expansion), global average
     pool and `fc`. With `residual=False` it is the paper's plain counterpart (no shortcuts at all)."""
 
-    stage_names = ("layer1", "layer2", "layer3", "layer4")
+    layer_names = ("layer1", "layer2", "layer3", "layer4")
     classifier_name = "fc"
 
     def __init__(self, block: type[nn.Module], layers: Sequence[int], num_classes: int = 1000,
@@ -209,7 +209,7 @@ class ResNet(ConvNet):
 
     def blocks(self) -> list[nn.Module]:
         """All residual (or plain) blocks, shallow to deep."""
-        return [b for s in self.stage_names for b in self.get_submodule(s)]
+        return [b for s in self.layer_names for b in self.get_submodule(s)]
 
     def check_geometry(self, input_size: tuple[int, int]) -> tuple[int, int, int]:
         """(C, H, W) of forward_features for `input_size`, by (W - F + 2P)/S + 1 along the main path;
@@ -219,11 +219,18 @@ class ResNet(ConvNet):
         shape = (self.in_channels, *input_size)
         for name in ("conv1", "maxpool"):
             shape = module_output_shape(getattr(self, name), shape, name=name)
-        for s in self.stage_names:
+        for s in self.layer_names:
             for j, blk in enumerate(self.get_submodule(s)):
                 for name, conv in blk.main_path():
                     shape = module_output_shape(conv, shape, name=f"{s}.{j}.{name}")
         return shape
+
+    def stage_layout(self) -> list[tuple[str, tuple[str, ...]]]:
+        """stem (conv1, bn1, relu, maxpool: /4, or /1 with the CIFAR stem), stage1..4 = layer1..4 (each
+        downsamples at its start but layer1), head (avgpool, fc)."""
+        return [("stem", ("conv1", "bn1", "relu", "maxpool")),
+                *[(f"stage{i}", (name,)) for i, name in enumerate(self.layer_names, start=1)],
+                ("head", ("avgpool", "fc"))]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))

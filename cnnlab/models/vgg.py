@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers import checked_output_shape, init_weights, make_activation, make_lrn
-from .base import SequentialNet, pool_stage_names
+from .base import SequentialNet
 from .registry import register_model
 
 # An int n is a 3x3 conv with n filters (padding 1, stride 1), "M" a 2x2/2 max-pool, "LRN" local
@@ -88,7 +88,6 @@ class VGG(SequentialNet):
             nn.Linear(4096, 4096), make_activation(act), nn.Dropout(dropout),
             nn.Linear(4096, num_classes))
         # One stage per resolution: each ends at its max-pool.
-        self.stage_names = pool_stage_names(self.features)
         init_weights(self, init)
 
 

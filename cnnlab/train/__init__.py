@@ -1,24 +1,15 @@
-"""Training engine: `cnnlab.train(config)` / `cnnlab.train.train(config)` runs the loop of the lectures
-(PyTorch's zero_grad → forward → loss → backward → step) with checkpoints, resume, EMA, schedules,
-early stopping, snapshot ensembles and torchrun data parallelism.
-
-Why the package itself is callable: the issue asks for `cnnlab.train(...)` while `cnnlab.train` is also
-this package. Exporting the function from cnnlab/__init__.py instead would shadow the package: Python
-then binds `import cnnlab.train as t` to the function and `cnnlab.train.config` raises AttributeError.
-A module whose class forwards `__call__` to `train` keeps both meanings valid, whatever was imported
-first. For the same reason no function here shares its name with a submodule (importing the submodule
-would overwrite the attribute): `lr_find` lives in `lr_range.py`. Heavy modules (trainer, torch) load on
-first call only.
+"""Training engine: `cnnlab.train.train(config)` (also `cnnlab.train_model`) runs the loop of the lectures
+(PyTorch's zero_grad → forward → loss → backward → step) with checkpoints, resume, EMA, schedules, early
+stopping, snapshot ensembles and torchrun data parallelism; `evaluate(model, loader)` is the one scoring
+function. No function here shares its name with a submodule (importing the submodule would overwrite the
+attribute), so `lr_find` lives in `lr_range.py`. Heavy modules (trainer, torch) load on first call only.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-
 from .config import TrainConfig
 
-__all__ = ["TrainConfig", "train", "lr_find"]
+__all__ = ["TrainConfig", "train", "lr_find", "evaluate"]
 
 
 def train(config=None, *, resume=None, hooks=None, **overrides):
@@ -36,11 +27,8 @@ def lr_find(config=None, **kwargs):
     return _lr_find(config, **kwargs)
 
 
-class _CallableModule(types.ModuleType):
-    """Module type whose instances forward calls to `train` (so `cnnlab.train(...)` works)."""
+def evaluate(model, loader, **kwargs):
+    """Plain cross-entropy, top-1, top-5 and counts of `model` over `loader`; see cnnlab.train.scoring."""
+    from .scoring import evaluate as _evaluate
 
-    def __call__(self, *args, **kwargs):
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+    return _evaluate(model, loader, **kwargs)

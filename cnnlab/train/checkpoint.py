@@ -74,34 +74,59 @@ def save_checkpoint(run_dir: str | Path, weights: dict[str, torch.Tensor], state
 
 
 def latest_info(run_dir: str | Path) -> dict | None:
-    """The latest.json record of a run (None if it has no checkpoint yet)."""
+    """The latest.json record of a run (None if it has no checkpoint yet); a corrupt one, or one naming files
+    outside checkpoints/, is a one-line ConfigError naming it."""
     path = Path(run_dir) / CKPT_DIR / LATEST
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        names = [info["weights"], info["state"]]
+        int(info["epoch"]), int(info["step"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path}: corrupt checkpoint pointer (not the JSON record cnnlab writes); "
+                          f"the run cannot be resumed from it") from None
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or not name.startswith("ckpt-"):
+            raise ConfigError(f"{path}: names {name!r}, which is not a checkpoint file of this run; refused")
+    return info
 
 
 def load_checkpoint(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[dict, dict]:
-    """(weights, state) of the run's last good checkpoint; ConfigError if it has none."""
+    """(weights, state) of the run's last good checkpoint; ConfigError (one line, naming the file) if it has
+    none or a file is missing or damaged."""
     info = latest_info(run_dir)
     if info is None:
         raise ConfigError(f"{run_dir}: no checkpoint to resume from (checkpoints/latest.json missing)")
     ckdir = Path(run_dir) / CKPT_DIR
     weights = load_weights(ckdir / info["weights"], device)
-    state = torch.load(ckdir / info["state"], map_location=device, weights_only=True)
-    if state.get("format") != FORMAT:
-        raise ConfigError(f"{run_dir}: checkpoint format {state.get('format')!r} is not supported")
+    state_path = ckdir / info["state"]
+    if not state_path.is_file():
+        raise ConfigError(f"{state_path}: missing (named by checkpoints/latest.json); the run cannot be resumed")
+    try:
+        state = torch.load(state_path, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle opcode, refused global: all mean a damaged file
+        raise ConfigError(f"{state_path}: unreadable training state ({type(exc).__name__}); the file is damaged "
+                          f"or was not written by cnnlab") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"{state_path}: checkpoint format {getattr(state, 'get', dict().get)('format')!r} "
+                          f"is not supported")
     state["rng"]["torch"] = state["rng"]["torch"].cpu()  # RNG states must live on the CPU
     return weights, state
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """A safetensors file as a name → tensor dict (no pickle involved)."""
+    """A safetensors file as a name → tensor dict (no pickle involved); one-line ConfigError if it is missing
+    or damaged."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     if not Path(path).is_file():
         raise ConfigError(f"{path}: no such weights file")
-    return load_file(str(path), device=str(device))
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0][:120]})") from None
 
 
 def split_prefixed(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -41,6 +41,8 @@ class TrainConfig:
     model_opts: dict = _f({}, "model options as KEY=VALUE (repeatable), e.g. act=relu", flag="--model-opt")
     image_size: int | None = _f(None, "resize images to SIZE×SIZE (default: the dataset's own size; digits: 32)")
     channels: int | None = _f(None, "convert images to grey (1) or RGB (3) (default: as the data comes)")
+    pad: int = _f(0, "zero-pad every image by P pixels per side (set automatically when a model's fixed input is a "
+                     "little larger than the data, e.g. LeNet-5 on 28x28 MNIST: 2, as LeCun et al. did)")
     resize: str = _f("shorter-crop", "image-folder resize policy: shorter side + centre crop, or squash",
                      choices=RESIZE_POLICIES)
     data_dir: str | None = _f(None, "where datasets are cached/downloaded")
@@ -52,7 +54,8 @@ class TrainConfig:
     batch_size: int = _f(32, "training mini-batch size (per process under torchrun)")
     eval_batch_size: int = _f(512, "evaluation batch size")
     optimizer: str = _f("sgd", "optimizer", choices=OPTIMIZERS)
-    lr: float = _f(0.1, "(peak) learning rate")
+    lr: float | str = _f(0.1, "(peak) learning rate, or 'auto': a short range test picks it for this model and "
+                              "data (fast.ai's valley rule; the value found is saved with the run)", parse="lr")
     momentum: float = _f(0.9, "SGD momentum (adam/adamw: beta1)")
     nesterov: bool = _f(True, "Nesterov momentum for SGD")
     weight_decay: float = _f(5e-4, "L2 weight decay, applied to weights only (not BN parameters or biases)")
@@ -78,6 +81,10 @@ class TrainConfig:
                            "sets the schedule to cyclic)")
     early_stopping: int = _f(0, "stop after N epochs without validation improvement, restore the best (0 = off)")
     monitor: str = _f("val_acc", "validation metric for early stopping", choices=MONITORS)
+    target_accuracy: float | None = _f(None, "stop once validation top-1 reaches this accuracy (time to accuracy; "
+                                             "result.json records reached/seconds_to_target/epochs_to_target)")
+    eval_every: int = _f(0, "validate every N optimizer steps as well as at epoch ends (0 = per epoch only); "
+                            "with --target-accuracy the run can stop mid-epoch")
     # reproducibility & run directory
     seed: int = _f(0, "seed for the split, initialisation, data order and augmentation")
     out: str | None = _f(None, "run directory (default runs/<time>-<model>-<data>)")
@@ -96,6 +103,12 @@ class TrainConfig:
     # ---------------------------------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
         """Raise ConfigError (one line) for an impossible value; returns self."""
+        if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
+            raise ConfigError(f"target-accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError(f"eval-every must be a non-negative integer, got {self.eval_every!r}")
+        if not isinstance(self.pad, int) or isinstance(self.pad, bool) or not 0 <= self.pad <= 1024:
+            raise ConfigError(f"pad must be an integer in [0, 1024], got {self.pad!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
                     "nan_check_every": self.nan_check_every}
         for name, value in positive.items():
@@ -106,13 +119,15 @@ class TrainConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"unknown {f.name.replace('_', '-')} {getattr(self, f.name)!r}; "
                                   f"known: {', '.join(choices)}")
-        nonneg = ("lr", "weight_decay", "l1", "clip_grad", "warmup_epochs", "min_lr", "checkpoint_every",
+        if self.lr != "auto" and (isinstance(self.lr, str) or isinstance(self.lr, bool)):
+            raise ConfigError(f"lr must be a positive number or 'auto', got {self.lr!r}")
+        nonneg = ("weight_decay", "l1", "clip_grad", "warmup_epochs", "min_lr", "checkpoint_every",
                   "threads", "snapshots", "early_stopping", "momentum")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.lr == 0:
-            raise ConfigError("lr must be positive")
+        if self.lr != "auto" and not self.lr > 0:
+            raise ConfigError(f"lr must be a positive number or 'auto', got {self.lr}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -134,6 +149,10 @@ class TrainConfig:
         if not isinstance(self.model_opts, dict):
             raise ConfigError(f"model_opts must be a mapping, got {self.model_opts!r}")
         return self
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (what config.yaml holds)."""
@@ -207,6 +226,8 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if isinstance(value, bool) or float(value) != int(value):
                 raise TypeError
             return int(value)
+        if kind.startswith("float | str"):  # a number, or a keyword such as lr's "auto"
+            return value if isinstance(value, str) and value == "auto" else float(value)
         if kind.startswith("float"):
             if isinstance(value, bool):
                 raise TypeError

@@ -11,24 +11,43 @@ from torch import nn
 from .config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_bn_bias: bool = False) -> list[dict]:
-    """Two groups: weights (matrices, conv kernels) with weight decay; biases and normalisation parameters
-    (every parameter with fewer than 2 dims: BN γ/β, biases, PReLU slopes) without, unless asked."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, decay_bn_bias: bool = False,
+                 lr_mult: dict[str, float] | None = None) -> list[dict]:
+    """Optimizer groups: weights (matrices, conv kernels) with weight decay; biases and normalisation
+    parameters (every parameter with fewer than 2 dims: BN γ/β, biases, PReLU slopes) without, unless asked.
+
+    `lr_mult` maps stage names (see ConvNet.stages: "stem", "stage1", …, "head"; "*" for the rest) to
+    learning-rate multipliers (discriminative fine-tuning): each (stage multiplier × decay) pair becomes its
+    own group carrying "lr_mult", which every schedule applies to its own learning rate."""
+    mult_of: dict[int, float] = {}
+    if lr_mult:
+        default = float(lr_mult.get("*", 1.0))
+        for name, stage in model.stages():
+            for p in stage.parameters():
+                mult_of[id(p)] = float(lr_mult.get(name, default))
+    groups: dict[tuple[bool, float], dict] = {}
     for _, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if decay_bn_bias or p.ndim >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
-    return groups
+        decay = decay_bn_bias or p.ndim >= 2
+        mult = mult_of.get(id(p), 1.0)
+        key = (decay, mult)
+        if key not in groups:
+            name = ("decay" if decay else "no_decay") + ("" if mult == 1.0 else f"@x{mult:g}")
+            groups[key] = {"params": [], "weight_decay": weight_decay if decay else 0.0, "lr_mult": mult,
+                           "name": name}
+        groups[key]["params"].append(p)
+    if not lr_mult:  # the same two groups as always (an optimizer state saved earlier still loads)
+        groups.setdefault((True, 1.0), {"params": [], "weight_decay": weight_decay, "lr_mult": 1.0,
+                                        "name": "decay"})
+    return sorted(groups.values(), key=lambda g: (g["name"] != "decay", g["name"]))
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, lr_mult: dict[str, float] | None = None
+                    ) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW over `param_groups`. AdamW's decay is decoupled; Adam's and
     SGD's is the classic L2 term added to the gradient."""
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_bias)
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_bias, lr_mult)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0)
@@ -102,9 +121,11 @@ class LRSchedule:
         return lr * self.scale
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        """Set each group's learning rate to the schedule's value times the group's own "lr_mult" (1 when it
+        has none); returns the schedule's (unscaled) value."""
         lr = self.lr_at(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         return lr
 
     def epoch_end(self, metric: float, higher_is_better: bool = True) -> None:

@@ -1,15 +1,15 @@
-"""`train(config)`: everything around the loop — device and threads, data, model, the run directory,
-resume, the final test score and result files. The CLI's `cnnlab train` is a thin front over this."""
+"""`train(config)`: everything around the loop — device and threads, data, model, the run directory (through
+cnnlab.runs), resume, the final test score and result files. The CLI's `cnnlab train` is a thin front over
+this; nothing here prints (notes go through `warnings`, progress through the optional progress display)."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import random
-import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -18,15 +18,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..utils.io import save_safetensors_atomic, write_json_atomic, write_text_atomic
+from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
 from .trainer import Trainer
 
-# What a run directory holds; --overwrite removes exactly these before writing.
-RUN_FILES = ("config.json", "config.yaml", "classes.json", "metrics.jsonl", "model.safetensors",
-             "model_raw.safetensors", "model_ema.safetensors", "result.json")
-RUN_DIRS = ("checkpoints", "snapshots", "tensorboard")
 
 
 @dataclass
@@ -96,28 +92,56 @@ def set_threads(cfg: TrainConfig, dist: distributed.DistInfo) -> None:
 
 
 def load_data(cfg: TrainConfig, classes: list[str] | None = None):
-    """The dataset --data names, split and resized as the config says (also what `cnnlab data show`'s
+    """The dataset --data names, split, resized and padded as the config says (also what `cnnlab data show`'s
     options name); `classes` (a run's saved class list) fixes the labels so a resumed or evaluated run
     reads the data as it was trained."""
     from ..data import load_dataset
 
-    return load_dataset(cfg.data, image_size=cfg.image_size, channels=cfg.channels, seed=cfg.seed,
-                        data_dir=cfg.data_dir, offline=cfg.offline, limit_per_class=cfg.limit_per_class,
-                        resize=cfg.resize, classes=classes)
+    dataset = load_dataset(cfg.data, image_size=cfg.image_size, channels=cfg.channels, seed=cfg.seed,
+                           data_dir=cfg.data_dir, offline=cfg.offline, limit_per_class=cfg.limit_per_class,
+                           resize=cfg.resize, classes=classes)
+    if cfg.pad:
+        from ..data.dataset import Split
+
+        p = (cfg.pad,) * 4
+        for name in ("train", "val", "test"):
+            split = getattr(dataset, name)
+            setattr(dataset, name, Split(torch.nn.functional.pad(split.images, p), split.labels))
+    return dataset
 
 
-def saved_classes(run_dir: Path) -> list[str] | None:
-    """The class list a run saved in classes.json (None for a run that has none)."""
-    path = Path(run_dir) / "classes.json"
-    if not path.is_file():
-        return None
+def fit_input(cfg: TrainConfig, dataset) -> tuple[TrainConfig, str]:
+    """(config, note): when a registered model with a fixed input is too large for the data's images, the
+    config that pads or resizes them to the model's input, and a one-line note saying so.
+
+    Pad when the model's input is at most a quarter larger (LeNet-5's 32x32 on MNIST's 28x28: LeCun et al.
+    centred the digits in a 32x32 field, so 2 pixels of background per side is the paper's own recipe); resize
+    when it is larger still (AlexNet's 227x227 from 28x28 images: padding would leave the digit a speck)."""
+    from ..errors import GeometryError
+    from ..layers import meta_device
+    from ..models import build_model, model_info
+    from ..models.registry import is_notation
+
+    if is_notation(cfg.model):
+        return cfg, ""
+    c, h, w = dataset.image_shape
     try:
-        classes = json.loads(path.read_text())["classes"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a cnnlab classes file ({exc!r})") from None
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise ConfigError(f"{path}: 'classes' must be a list of names")
-    return classes
+        with meta_device():
+            build_model(cfg.model, num_classes=dataset.num_classes, in_channels=c, input_size=(h, w),
+                        **model_options(cfg))
+        return cfg, ""
+    except GeometryError:
+        th, tw = model_info(cfg.model).input_size
+        if th < h or tw < w:
+            raise
+    if th - h == tw - w and (th - h) % 2 == 0 and th - h <= th // 4:
+        pad = (th - h) // 2
+        return cfg.replace(pad=cfg.pad + pad), (f"{cfg.model} takes {th}x{tw} images; the {h}x{w} images are "
+                                                f"zero-padded by {pad} pixels per side (saved as pad={cfg.pad + pad})")
+    if th != tw:
+        raise GeometryError(f"{cfg.model} takes {th}x{tw} images; the data's are {h}x{w}: pass --image-size")
+    return cfg.replace(image_size=th), (f"{cfg.model} takes {th}x{tw} images; the {h}x{w} images are resized to "
+                                        f"{th}x{tw} (saved as image_size={th})")
 
 
 def build_augment(cfg: TrainConfig, dataset):
@@ -156,67 +180,35 @@ def build(cfg: TrainConfig, dataset) -> nn.Module:
                        **model_options(cfg))
 
 
-def _default_run_dir(cfg: TrainConfig) -> Path:
-    data = Path(cfg.data).stem if ("/" in cfg.data or os.sep in cfg.data) else cfg.data
-    model = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in cfg.model)[:40]
-    base = Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{model}-{data}"
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
-
-
-def prepare_run_dir(cfg: TrainConfig) -> Path:
-    """The run directory, refusing a non-empty one unless --overwrite (which removes old run files)."""
-    path = Path(cfg.out) if cfg.out else _default_run_dir(cfg)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"--out {path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        if not cfg.overwrite:
-            raise ConfigError(f"--out {path}: directory exists and is not empty (use --overwrite, or --resume "
-                              f"{path} to continue it)")
-        for name in RUN_FILES:
-            (path / name).unlink(missing_ok=True)
-        for name in RUN_DIRS:
-            shutil.rmtree(path / name, ignore_errors=True)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _describe(cfg: TrainConfig, dataset, model: nn.Module, mean, std) -> dict:
-    """config.json: the TrainConfig plus what analysis needs to rebuild the model."""
-    c, h, w = dataset.image_shape
-    return {**cfg.to_dict(), "num_classes": dataset.num_classes, "in_channels": c, "image_size": [h, w],
-            "model_options": model_options(cfg), "classes": list(dataset.classes),
-            "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-            "params": sum(p.numel() for p in model.parameters()), "split_sizes":
-                {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)}}
-
-
-def config_from_run(run_dir: Path) -> TrainConfig:
-    """The run's own TrainConfig (config.yaml: exactly the fields, loadable with --config too)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"--resume {run_dir}: not a run directory (no config.yaml / config.json)")
-    return TrainConfig.load(path)
+RESUME_OVERRIDES = ("quiet", "threads", "device")  # how a run is shown or where it runs, not what it computes
 
 
 def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None = None,
           hooks: dict[str, list[Callable]] | None = None, **overrides) -> TrainResult:
     """Train a model as `config` says (TrainConfig, a dict of its fields, or keyword overrides) and return
-    the result; `resume=RUN_DIR` continues an interrupted run from its last checkpoint instead."""
+    the result; `resume=RUN_DIR` continues an interrupted run from its last checkpoint instead (keyword
+    overrides are then limited to quiet, threads and device). Raises TrainingInterrupted on Ctrl-C after
+    checkpointing; reports through the result, the hooks, `warnings` and the optional progress display."""
+    from ..runs import Run, check_writable
+
     wall = time.perf_counter()
+    run = None
     if resume is not None:
-        run_dir = Path(resume)
-        cfg = config_from_run(run_dir)
+        run = Run.open(resume)
+        refused = sorted(set(overrides) - set(RESUME_OVERRIDES))
+        if refused:
+            raise ConfigError(f"--resume continues a run with its saved configuration; only "
+                              f"{', '.join(RESUME_OVERRIDES)} may change (got {', '.join(refused)})")
+        cfg = run.config.replace(**overrides).validate()
     else:
         cfg = TrainConfig.resolve(config, overrides, "train()")
+        if cfg.out:
+            check_writable(cfg.out)
     dist = distributed.env_info()
     device = resolve_device(cfg.device, dist)
     dist = distributed.setup(device.type)
     try:
-        result = _train(cfg, dist, device, run_dir if resume is not None else None, hooks, wall)
+        result = _train(cfg, dist, device, run, hooks, wall)
     except BaseException:
         distributed.teardown(finished=False)
         raise
@@ -224,55 +216,78 @@ def train(config: TrainConfig | dict | None = None, *, resume: str | Path | None
     return result
 
 
-def _train(cfg: TrainConfig, dist, device, resume_dir: Path | None, hooks, wall: float) -> TrainResult:
+def _note(message: str) -> None:
+    from ..errors import CnnlabWarning
+
+    warnings.warn(message, CnnlabWarning, stacklevel=3)
+
+
+def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResult:
+    from .. import runs
     from ..data import BatchLoader
 
     set_threads(cfg, dist)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
-    dataset = load_data(cfg, saved_classes(resume_dir) if resume_dir is not None else None)
+    dataset = load_data(cfg, run.classes if run is not None else None)
+    if run is None:
+        fitted, note = fit_input(cfg, dataset)
+        if note:
+            if dist.is_main:
+                _note(note)
+            cfg = fitted
+            dataset = load_data(cfg)
     model = build(cfg, dataset).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     augment = build_augment(cfg, dataset)
     mean, std = dataset.channel_stats()
+    if cfg.lr == "auto":  # resumed runs saved the value found, so this runs once per run
+        cfg = cfg.replace(lr=auto_lr(cfg, model, dataset, augment, mean, std, device))
+        if dist.is_main:
+            _note(f"--lr auto: the range test picked {cfg.lr:.3g} for {cfg.model} (saved as lr in config.yaml)")
     common = dict(seed=cfg.seed, mean=mean, std=std, device=device, channels_last=cfg.channels_last,
                   rank=dist.rank, world_size=dist.world_size)
     loaders = {"train": BatchLoader(dataset.train, cfg.batch_size, shuffle=True, augment=augment, **common),
                "val": BatchLoader(dataset.val, cfg.eval_batch_size, **common),
                "test": BatchLoader(dataset.test, cfg.eval_batch_size, **common)}
 
-    # Everything user-checkable has been checked: only now create/claim the run directory.
-    if resume_dir is not None:
-        run_dir = resume_dir
-    else:
-        chosen: str | Exception = ""
-        if dist.is_main:
-            try:
-                chosen = str(prepare_run_dir(cfg))
-            except ConfigError as exc:
-                chosen = exc
-        chosen = distributed.broadcast_object(chosen)
-        if isinstance(chosen, Exception):
-            raise ConfigError(str(chosen))
-        run_dir = Path(chosen)
-        if dist.is_main:
-            import yaml
+    # Everything user-checkable has been checked: only now create/claim the run directory (under its lock).
+    with contextlib.ExitStack() as stack:
+        if run is not None:
+            run_dir = run.path
+            if dist.is_main:
+                stack.enter_context(runs.run_lock(run_dir))
+        else:
+            chosen: str | Exception = ""
+            if dist.is_main:
+                try:
+                    chosen = str(stack.enter_context(runs.claim_run_dir(cfg.out, cfg, cfg.overwrite)))
+                except ConfigError as exc:
+                    chosen = exc
+            chosen = distributed.broadcast_object(chosen)
+            if isinstance(chosen, Exception):
+                raise ConfigError(str(chosen))
+            run_dir = Path(chosen)
+        if run is None and dist.is_main:
+            c, h, w = dataset.image_shape
+            runs.write_run_config(run_dir, cfg, classes=list(dataset.classes), image_shape=(c, h, w),
+                                  model_options=model_options(cfg), mean=mean, std=std,
+                                  params=sum(p.numel() for p in model.parameters()),
+                                  split_sizes={k: len(getattr(dataset, k)) for k in ("train", "val", "test")})
+        trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
+        if run is not None and ckpt.latest_info(run_dir) is not None:
+            trainer.load_checkpoint(run_dir)
+        # else: a run killed before its first checkpoint starts again from step 0 with its saved config
+        trainer.fit()
+        return _finish(cfg, trainer, run_dir, dist, wall)
 
-            write_json_atomic(run_dir / "config.json", _describe(cfg, dataset, model, mean, std))
-            write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-            write_json_atomic(run_dir / "classes.json", {"classes": list(dataset.classes), "class_to_idx":
-                                                         {c: i for i, c in enumerate(dataset.classes)}})
-    trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
-    if resume_dir is not None:
-        trainer.load_checkpoint(resume_dir)
-    trainer.fit()
-    return _finish(cfg, trainer, dataset, run_dir, dist, wall)
 
+def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float) -> TrainResult:
+    """Score the kept weights on the test split, write the weights and result.json."""
+    from .. import runs
 
-def _finish(cfg: TrainConfig, trainer: Trainer, dataset, run_dir: Path, dist, wall: float) -> TrainResult:
-    """Score the kept weights on the test split, write model.safetensors and result.json, print a summary."""
     final = trainer.eval_module()
     test = trainer.evaluate("test", final)
     val = trainer.evaluate("val", final)
@@ -289,23 +304,64 @@ def _finish(cfg: TrainConfig, trainer: Trainer, dataset, run_dir: Path, dist, wa
         summary["images_per_s"] = round(sum(r["images_per_s"] for r in trainer.history) / len(trainer.history), 1)
     if cfg.early_stopping and trainer.best["epoch"] > 0:
         summary["best_epoch"] = trainer.best["epoch"]
+        summary["stopped_early"] = trainer.epoch < cfg.epochs
     if trainer.ema is not None and not cfg.ema_eval:
         summary["ema_test_accuracy"] = trainer.evaluate("test", trainer.ema.module)["test_acc"]
     if cfg.snapshots:
         summary["ensemble_test_accuracy"] = _ensemble_accuracy(trainer, run_dir)
+    if cfg.target_accuracy is not None:
+        summary.update({"target_accuracy": cfg.target_accuracy, "reached": trainer.target["reached"],
+                        "seconds_to_target": trainer.target.get("seconds_to_target"),
+                        "epochs_to_target": trainer.target.get("epochs_to_target")})
+    note = chance_level_note(trainer.history, trainer.model.num_classes)
+    if note:
+        summary["warning"] = note
+        if dist.is_main:
+            _note(note)
     if dist.is_main:
-        save_safetensors_atomic(final.state_dict(), run_dir / "model.safetensors",
-                                metadata={"model": cfg.model, "data": cfg.data})
+        runs.write_weights(run_dir, "final", final.state_dict(), metadata={"model": cfg.model, "data": cfg.data})
         if trainer.ema is not None:
             other = trainer.model if cfg.ema_eval else trainer.ema.module
-            name = "model_raw.safetensors" if cfg.ema_eval else "model_ema.safetensors"
-            save_safetensors_atomic(other.state_dict(), run_dir / name)
-        write_json_atomic(run_dir / "result.json", summary)
-        correct = round(summary["test_accuracy"] * test["test_count"])
-        print(f"test accuracy {summary['test_accuracy']:.4f} ({correct}/{test['test_count']}) after "
-              f"{trainer.epoch} epochs, {summary['seconds']:.1f} s of training; run written to {run_dir}", flush=True)
+            runs.write_weights(run_dir, "raw" if cfg.ema_eval else "ema", other.state_dict())
+        runs.write_result(run_dir, summary)
     return TrainResult(run_dir, summary["test_accuracy"], trainer.epoch, trainer.train_seconds, params, summary,
                        trainer.history, trainer.model)
+
+
+def auto_lr(cfg: TrainConfig, model: nn.Module, dataset, augment, mean, std, device) -> float:
+    """--lr auto: a 100-step range test from 1e-6 to 10 on this model and data (weights, optimizer and RNG
+    restored afterwards), suggestion by the valley rule (see lr_range). Every rank computes the same value."""
+    from ..data import BatchLoader
+    from .lr_range import range_test
+    from .optim import build_optimizer
+
+    probe_cfg = cfg.replace(lr=1e-6)
+    loader = BatchLoader(dataset.train, cfg.batch_size, shuffle=True, seed=cfg.seed, mean=mean, std=std,
+                         augment=augment, device=device, channels_last=cfg.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    result = range_test(model, build_optimizer(model, probe_cfg), loader, criterion, start_lr=1e-6, end_lr=10.0,
+                        steps=100)
+    return float(f"{result.valley:.3g}")
+
+
+def chance_level_note(history: list[dict], num_classes: int) -> str:
+    """One line when validation accuracy ended at chance level (1/K): either it never rose above it (the net
+    did not learn) or it rose and collapsed back; with the likely cause and the fix. Empty otherwise."""
+    if num_classes < 2 or not history:
+        return ""
+    chance = 1.0 / num_classes
+    final = history[-1]["val_acc"]
+    if final > chance + max(0.05, 0.5 * chance):
+        return ""
+    best_i = max(range(len(history)), key=lambda i: history[i]["val_acc"])
+    best = history[best_i]["val_acc"]
+    if best > chance + max(0.1, chance):
+        return (f"validation accuracy collapsed to chance level ({final:.3f}, chance {chance:.3f}) after reaching "
+                f"{best:.3f} in epoch {best_i + 1}: the learning rate is most likely too high late in the "
+                f"schedule; try a lower --lr, --clip-grad 1, or --early-stopping 3 to keep the best epoch")
+    return (f"validation accuracy stayed at chance level ({final:.3f}, chance {chance:.3f} for {num_classes} "
+            f"classes): the model did not learn. Most likely the learning rate does not suit this model (too high "
+            f"for a deep net without batch norm, or far too low): run `cnnlab lr-find` or try --lr 0.01")
 
 
 @torch.no_grad()
@@ -313,11 +369,12 @@ def _ensemble_accuracy(trainer: Trainer, run_dir: Path) -> float:
     """Test accuracy of the snapshot ensemble: softmax probabilities averaged over the saved snapshots."""
     import copy
 
+    from ..runs import weights_path
     from .checkpoint import load_weights
     from .distributed import all_reduce_sum
 
     distributed.barrier()  # rank 0 wrote the snapshots
-    paths = sorted((run_dir / "snapshots").glob("snapshot-*.safetensors"))
+    paths = [weights_path(run_dir, f"snapshot:{k}") for k in range(1, trainer.cfg.snapshots + 1)]
     probe = copy.deepcopy(trainer.model).eval()
     loader = trainer.loaders["test"]
     batches = list(loader)

@@ -13,21 +13,23 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
-import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ..errors import CnnlabError
+from ..errors import CnnlabError, CnnlabWarning
+from ..runs import MetricsWriter
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo
 from .ema import ModelEma
-from .metrics import Meter, MetricsWriter
+from .scoring import evaluate
+from .metrics import Meter
 from .optim import LRSchedule, build_optimizer, l1_weights
 from .progress import EpochProgress
 
@@ -36,6 +38,29 @@ HOOK_NAMES = ("epoch_start", "step_end", "epoch_end", "checkpoint")
 
 class TrainingDiverged(CnnlabError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after it checkpointed the exact position: `run_dir`, `epoch` (1-based, the one
+    in progress) and `step` say where; `cnnlab train --resume RUN_DIR` continues it."""
+
+    def __init__(self, run_dir: Path | None, epoch: int, step: int):
+        super().__init__(f"interrupted in epoch {epoch} at step {step}")
+        self.run_dir, self.epoch, self.step = run_dir, epoch, step
+
+
+def training_loss(output, target: torch.Tensor, criterion: nn.Module, aux_weight: float = 0.3):
+    """(loss, logits) for what a model's training forward returned: plain logits, or a tuple (logits,
+    *auxiliary logits) as GoogLeNet returns with aux_logits, whose losses are added with `aux_weight`
+    (0.3 in Szegedy et al. 2014; the auxiliary heads are ignored at inference)."""
+    if isinstance(output, (tuple, list)):
+        logits, *aux = output
+        loss = criterion(logits.float(), target)
+        for extra in aux:
+            if extra is not None:
+                loss = loss + aux_weight * criterion(extra.float(), target)
+        return loss, logits
+    return criterion(output.float(), target), output
 
 
 class Trainer:
@@ -67,7 +92,8 @@ class Trainer:
         self.ema = ModelEma(model, cfg.ema_decay) if cfg.ema else None
         self.autocast, self.scaler, amp_note = _amp(cfg.amp, device)
         if amp_note and dist.is_main:
-            print(f"cnnlab train: note: {amp_note}", file=sys.stderr, flush=True)
+            warnings.warn(amp_note, CnnlabWarning, stacklevel=2)
+        self.aux_weight = float(getattr(model, "aux_loss_weight", 0.3))
         self.meter = Meter(device)
         self.epoch = self.step = self.global_step = 0
         self.lr = cfg.lr
@@ -76,6 +102,9 @@ class Trainer:
         self.stop_requested = False
         self.history: list[dict] = []
         self.train_seconds = 0.0
+        self.fit_seconds = 0.0  # wall time inside fit (training, evaluation, checkpoints), across resumes
+        self._clock: float | None = None
+        self.target: dict = {"reached": False}
         self.progress = EpochProgress(enabled=not cfg.quiet and dist.is_main, epochs=cfg.epochs)
         self.writer = MetricsWriter(run_dir, enabled=dist.is_main) if run_dir is not None else None
 
@@ -104,8 +133,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.lr = self.schedule.apply(self.optimizer, self.global_step)
         with self.autocast():
-            logits = self.train_model(x)
-            loss = self.criterion(logits.float(), y)
+            loss, logits = training_loss(self.train_model(x), y, self.criterion, self.aux_weight)
         objective = loss
         if self.l1_params:
             objective = loss + self.cfg.l1 * torch.stack(torch._foreach_norm(self.l1_params, 1)).sum()
@@ -153,7 +181,10 @@ class Trainer:
                 self.save_checkpoint()
             if self.stop_requested:
                 self.save_checkpoint()
-                raise KeyboardInterrupt
+                raise TrainingInterrupted(self.run_dir, self.epoch + 1, self.step)
+            if cfg.eval_every and cfg.target_accuracy and mid_epoch and self.global_step % cfg.eval_every == 0:
+                if self.check_target(self.evaluate("val")["val_acc"]):
+                    break  # the target is reached: the epoch ends here
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         metrics = self.meter.read(reduce=True, prefix="train_")
@@ -164,27 +195,40 @@ class Trainer:
         del metrics["train_count"]
         return metrics
 
-    @torch.no_grad()
     def evaluate(self, split: str, module: nn.Module | None = None, prefix: str | None = None) -> dict:
-        """Loss, top-1 (and top-5 with ≥5 classes) on a split; sharded over ranks without padding, the sums
-        all-reduced, so every sample counts exactly once."""
-        module = self.model if module is None else module
-        was_training = module.training
-        module.eval()
-        num_classes = getattr(self.model, "num_classes", 0)
-        meter = Meter(self.device, topk=num_classes >= 5)
-        for x, y in self.loaders[split]:
-            with self.autocast():
-                logits = module(x)
-            meter.update(self.criterion(logits.float(), y), logits, y)
-        module.train(was_training)
-        return meter.read(reduce=True, prefix=f"{split}_" if prefix is None else prefix)
+        """`evaluate` on one of the run's splits as {prefix}loss/acc/top5/count (prefix "<split>_")."""
+        scores = evaluate(self.model if module is None else module, self.loaders[split], autocast=self.autocast)
+        prefix = f"{split}_" if prefix is None else prefix
+        out = {f"{prefix}loss": scores["loss"], f"{prefix}acc": scores["top1"]}
+        if scores["top5"] is not None:
+            out[f"{prefix}top5"] = scores["top5"]
+        out[f"{prefix}count"] = scores["count"]
+        return out
+
+    def elapsed(self) -> float:
+        """Wall seconds spent in fit so far (this session plus the sessions before a resume)."""
+        return self.fit_seconds + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
+
+    def check_target(self, val_acc: float) -> bool:
+        """Record the moment validation top-1 first reaches --target-accuracy; True once it has."""
+        target = self.cfg.target_accuracy
+        if target is None or self.target["reached"]:
+            return self.target["reached"]
+        if val_acc >= target:
+            self.target = {"reached": True, "seconds_to_target": round(self.elapsed(), 3),
+                           "epochs_to_target": round(self.global_step / self.steps_per_epoch, 3),
+                           "val_accuracy_at_target": val_acc}
+            self.progress.log(f"target val accuracy {target:g} reached ({val_acc:.4f}) after "
+                              f"{self.target['seconds_to_target']:.1f} s, {self.target['epochs_to_target']:g} epochs")
+        return self.target["reached"]
 
     def fit(self) -> list[dict]:
-        """Epochs from the current position to cfg.epochs (or an early stop); returns the epoch records."""
+        """Epochs from the current position to cfg.epochs (or an early stop, or the target accuracy); returns
+        the epoch records."""
         cfg = self.cfg
+        self._clock = time.perf_counter()
         with self.progress, _stop_on_sigint(self):
-            while self.epoch < cfg.epochs and not self._patience_exhausted():
+            while self.epoch < cfg.epochs and not self._patience_exhausted() and not self.target["reached"]:
                 record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
                 record.update(self.evaluate("val"))
                 if self.ema is not None:
@@ -193,6 +237,7 @@ class Trainer:
                 monitored = record[("ema_" if cfg.ema_eval else "") + cfg.monitor]
                 self.schedule.epoch_end(monitored, higher_is_better=cfg.monitor == "val_acc")
                 stop = self._early_stopping(monitored)
+                reached = self.check_target(record["val_acc"])
                 self._snapshot()
                 self.epoch, self.step = self.epoch + 1, 0
                 self.meter = Meter(self.device)
@@ -202,11 +247,14 @@ class Trainer:
                 self.on_epoch_end(record)
                 self.save_checkpoint()
                 if self.stop_requested:
-                    raise KeyboardInterrupt
+                    raise TrainingInterrupted(self.run_dir, self.epoch + 1, 0)
                 if stop:
                     self.progress.log(f"early stopping after epoch {self.epoch}: best {cfg.monitor} "
                                       f"{self.best['value']:.4f} at epoch {self.best['epoch']}")
                     break
+                if reached:
+                    break
+        self.fit_seconds, self._clock = self.elapsed(), None
         if self.best_weights is not None:
             self.eval_module().load_state_dict(self.best_weights)  # early stopping: back to the best epoch
         if self.writer is not None:
@@ -276,7 +324,8 @@ class Trainer:
                  "ema_updates": self.ema.updates if self.ema is not None else 0,
                  "rng": ckpt.rng_state(), "meter": self.meter.state(), "best": dict(self.best),
                  "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                 "train_seconds": self.train_seconds, "threads": torch.get_num_threads()}
+                 "train_seconds": self.train_seconds, "threads": torch.get_num_threads(),
+                 "fit_seconds": self.elapsed(), "target": dict(self.target)}
         ckpt.save_checkpoint(self.run_dir, weights, state, self.global_step)
         self.on_checkpoint()
 
@@ -298,6 +347,8 @@ class Trainer:
         # epoch metrics count no sample twice.
         self.meter.load(state["meter"] if self.dist.is_main else torch.zeros_like(state["meter"]))
         self.train_seconds = float(state["train_seconds"])
+        self.fit_seconds = float(state.get("fit_seconds", self.train_seconds))
+        self.target = dict(state.get("target", {"reached": False}))
         if not self.cfg.threads and "threads" in state:
             # Bitwise resume needs the same reductions, so the same thread count as the interrupted run.
             torch.set_num_threads(int(state["threads"]))
