@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -83,10 +82,11 @@ def test_speed_defaults_follow_trainconfig(info):
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
 def test_a_busy_core_is_not_reported_idle():
     """A process spinning on core 0 (pinned there) must show core 0 busy."""
-    code = "import os, time\nos.sched_setaffinity(0, {0})\nend = time.time() + 5\nwhile time.time() < end: pass\n"
-    spinner = subprocess.Popen([sys.executable, "-c", code])
+    code = ("import os, time\nos.sched_setaffinity(0, {0})\nprint('pinned', flush=True)\n"
+            "end = time.time() + 10\nwhile time.time() < end: pass\n")
+    spinner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.3)  # let it start and pin itself
+        assert spinner.stdout.readline() == "pinned\n"  # spinning on core 0 from here on
         shares = idle_by_core(0.3)
         busy = describe_machine(idle_interval=0.3)
     finally:
