@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -99,11 +100,13 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
     return hits / len(y)
 
 
-def train_per_sample(recipe: str, train_images: torch.Tensor, train_labels: torch.Tensor,
-                     test_images: torch.Tensor, test_labels: torch.Tensor, *, mean: float, std: float,
-                     target: float, max_epochs: int, seed: int) -> Outcome:
-    """Run one baseline until its test accuracy reaches `target` or `max_epochs` pass. Images are uint8
-    N×1×H×W at the size the recipe's network takes; `mean`/`std` are used unless the recipe fixes them."""
+def epochs_per_sample(recipe: str, train_images: torch.Tensor, train_labels: torch.Tensor,
+                      test_images: torch.Tensor, test_labels: torch.Tensor, *, mean: float, std: float,
+                      target: float, max_epochs: int, seed: int) -> Iterator[tuple[float, float]]:
+    """Train one baseline an epoch per `next()`, yielding (training seconds, test accuracy) for each, until
+    the test accuracy reaches `target` or `max_epochs` pass (a generator, so the caller can interleave
+    baselines epoch by epoch). Images are uint8 N×1×H×W at the size the recipe's network takes;
+    `mean`/`std` are used unless the recipe fixes them."""
     from cnnlab.models import build_model
     from cnnlab.train import TrainConfig
     from cnnlab.train.optim import LRSchedule, build_optimizer
@@ -138,8 +141,8 @@ def train_per_sample(recipe: str, train_images: torch.Tensor, train_labels: torc
     loader = torch.utils.data.DataLoader(PerSample(train_images, train_labels, mean, std), batch_size=batch,
                                          shuffle=True, generator=torch.Generator().manual_seed(seed))
     test_x = (test_images.float() / 255.0 - mean) / std
-    step, reached, history, times = 0, None, [], []
-    for epoch in range(1, max_epochs + 1):
+    step = 0
+    for _ in range(max_epochs):
         model.train()
         start = time.perf_counter()
         for x, y in loader:
@@ -151,9 +154,21 @@ def train_per_sample(recipe: str, train_images: torch.Tensor, train_labels: torc
             opt.step()
         if step_lr is not None:
             step_lr.step()
-        times.append(time.perf_counter() - start)
-        history.append(accuracy(model, test_x, test_labels))
-        if history[-1] >= target:
-            reached = epoch
-            break
-    return Outcome(sum(times), times, len(history), reached, max(history), history)
+        seconds = time.perf_counter() - start
+        acc = accuracy(model, test_x, test_labels)
+        yield seconds, acc
+        if acc >= target:
+            return
+
+
+def outcome(epochs: list[tuple[float, float]], target: float) -> Outcome:
+    """The time to `target` from per-epoch (seconds, test accuracy) pairs."""
+    times, accs = [t for t, _ in epochs], [a for _, a in epochs]
+    reached = next((i + 1 for i, a in enumerate(accs) if a >= target), None)
+    spent = sum(times[:reached]) if reached else sum(times)
+    return Outcome(spent, times, len(accs), reached, max(accs), accs)
+
+
+def train_per_sample(recipe: str, *args, target: float, **kwargs) -> Outcome:
+    """Run one baseline to its end (see epochs_per_sample)."""
+    return outcome(list(epochs_per_sample(recipe, *args, target=target, **kwargs)), target)

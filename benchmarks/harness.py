@@ -148,7 +148,8 @@ def git_commit() -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # the result files themselves are rewritten by every run: they do not make the code "dirty"
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

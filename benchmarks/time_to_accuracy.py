@@ -8,8 +8,9 @@ test accuracy reaches the target. LeNet-5 takes the images at 32×32 (`--image-s
 would give it), the pytorch/examples network at its 28×28. With --target-accuracy (TrainConfig's
 `target_accuracy`, when this cnnlab has it) cnnlab runs a second time, stopping at validation ≥ target,
 and its own record (wall time to the stop, validation included; the test accuracy there) is kept beside.
-After an untimed warm-up of both networks, the sides take turns in alternating order over the seeds; the
-median over seeds is reported, with the range.
+After an untimed warm-up of both networks, the sides take turns epoch by epoch (the baselines' epochs run
+between cnnlab's, outside its clock, in alternating order), so a shared machine's changing load reaches
+all of them alike; the median over seeds is reported, with the range.
 """
 
 from __future__ import annotations
@@ -53,11 +54,13 @@ def _has_target_accuracy() -> bool:
     return "target_accuracy" in {f.name for f in fields(TrainConfig)}
 
 
-def run_cnnlab(data: str, target: float, seed: int, threads: int, test_x, test_y, stop_at_target: bool) -> dict:
+def run_cnnlab(data: str, target: float, seed: int, threads: int, test_x, test_y, stop_at_target: bool,
+               between_epochs=None) -> dict:
     """One `cnnlab.train` run with defaults; test accuracy measured after every epoch by an epoch_end hook
     (outside the training clock, which is the `seconds` cnnlab reports per epoch). With `stop_at_target`
     the run also gets `target_accuracy=target` (--target-accuracy: it stops once validation top-1 reaches
-    it) and its own record is kept: seconds_to_target is wall time inside the loop, validation included."""
+    it) and its own record is kept: seconds_to_target is wall time inside the loop, validation included.
+    `between_epochs(k)` runs outside cnnlab's clock before its even epochs and after its odd ones."""
     from cnnlab.train import train
 
     from .baselines import accuracy
@@ -66,11 +69,17 @@ def run_cnnlab(data: str, target: float, seed: int, threads: int, test_x, test_y
 
     def score(trainer, record) -> None:
         per_epoch.append((record["seconds"], accuracy(trainer.model, test_x, test_y), record.get("val_acc")))
+        if between_epochs is not None and record["epoch"] % 2 == 1:
+            between_epochs(record["epoch"])
+
+    def before(trainer) -> None:
+        if between_epochs is not None and trainer.epoch % 2 == 1:
+            between_epochs(trainer.epoch)
 
     extra = {"target_accuracy": target} if stop_at_target else {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         result = train(data=data, image_size=32, seed=seed, threads=threads, quiet=True, out=f"{tmp}/run",
-                       hooks={"epoch_end": [score]}, **extra)
+                       hooks={"epoch_start": [before], "epoch_end": [score]}, **extra)
     elapsed, reached = 0.0, None
     for epoch, (seconds, acc, _) in enumerate(per_epoch, 1):
         elapsed += seconds
@@ -117,7 +126,7 @@ def measure(data: str, target: float, mode: Mode, seeds: list[int], max_epochs: 
 
     from cnnlab.data import load_dataset
 
-    from .baselines import train_per_sample
+    from .baselines import epochs_per_sample, outcome
 
     sides = ["cnnlab", *(["cnnlab_target"] if _has_target_accuracy() else []), *BASELINES]
     runs: dict[str, list[dict]] = {s: [] for s in sides}
@@ -130,17 +139,33 @@ def measure(data: str, target: float, mode: Mode, seeds: list[int], max_epochs: 
         test_x = (ds.test.images.float() / 255.0 - mean) / std
         ds28 = load_dataset(data, image_size=28, seed=seed)  # the same split, resized from the native size
         assert torch.equal(ds28.train.labels, ds.train.labels) and torch.equal(ds28.test.labels, ds.test.labels)
-        for side in (sides if i % 2 == 0 else sides[::-1]):
-            if side.startswith("cnnlab"):
+        sized = {side: ds28 if side == "pytorch_examples_mnist" else ds for side in BASELINES}
+        gens = {side: epochs_per_sample(side, sized[side].train.images, ds.train.labels, sized[side].test.images,
+                                        ds.test.labels, mean=mean, std=std, target=target, max_epochs=max_epochs,
+                                        seed=seed) for side in BASELINES}
+        epochs: dict[str, list] = {side: [] for side in BASELINES}
+        live = list(BASELINES)
+
+        def advance(k: int) -> None:
+            """One epoch of every baseline still running, in an order that alternates with k."""
+            for side in list(live if k % 2 == 0 else live[::-1]):
+                try:
+                    epochs[side].append(next(gens[side]))
+                except StopIteration:
+                    live.remove(side)
+
+        torch.set_num_threads(mode.threads)
+        for side in (["cnnlab", "cnnlab_target"] if i % 2 == 0 else ["cnnlab_target", "cnnlab"]):
+            if side in runs:  # the baselines run epoch by epoch between cnnlab's own (outside its clock)
                 runs[side].append(run_cnnlab(data, target, seed, mode.threads, test_x, ds.test.labels,
-                                             stop_at_target=side == "cnnlab_target"))
-                continue
-            torch.set_num_threads(mode.threads)
-            tr, te = (ds28.train.images, ds28.test.images) if side == "pytorch_examples_mnist" else \
-                (ds.train.images, ds.test.images)
-            outcome = train_per_sample(side, tr, ds.train.labels, te, ds.test.labels, mean=mean, std=std,
-                                       target=target, max_epochs=max_epochs, seed=seed)
-            runs[side].append(outcome.to_dict())
+                                             stop_at_target=side == "cnnlab_target",
+                                             between_epochs=advance if side == "cnnlab" else None))
+        k = 0
+        while live:  # baselines that need more epochs than cnnlab's run had
+            advance(k)
+            k += 1
+        for side in BASELINES:
+            runs[side].append(outcome(epochs[side], target).to_dict())
     summary = {}
     for side, results in runs.items():
         reached = [r for r in results if r["epochs_to_target"] is not None]
