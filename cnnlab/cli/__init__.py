@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "conv",
     "explain",
     "data",
+    "env",
 )
 
 
