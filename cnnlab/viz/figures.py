@@ -76,8 +76,7 @@ def show_grid(ax, grid: np.ndarray, cmap: str = "gray", vmin: float | None = Non
     """imshow a tile grid (NaN / transparent gaps in GAP_COLOUR), pixels as squares; returns the image."""
     import matplotlib
 
-    cm = matplotlib.colormaps[cmap].copy()
-    cm.set_bad(GAP_COLOUR)
+    cm = matplotlib.colormaps[cmap].with_extremes(bad=GAP_COLOUR)
     ax.set_facecolor(GAP_COLOUR)
     im = ax.imshow(grid, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
     return im
