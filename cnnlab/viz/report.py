@@ -278,9 +278,8 @@ def report_html(run, evaluation=None, *, weights: str = "final", image: str = "t
                 _attempt(Section("curves", "Training curves"), lambda: curves_section(run))]
     ev = Section("evaluation", "Evaluation")
     if evaluation is None:
-        ev.notes.append(f"No evaluation was given to this page; `cnnlab report {run.path}` with the evaluation "
-                        "module adds the confusion matrix, the hardest classes and the most confidently wrong "
-                        "images.")
+        ev.notes.append("No evaluation is included on this page (no evaluation was passed to the report "
+                        "builder).")
     else:
         _attempt(ev, lambda: evaluation_section(evaluation))
     sections.append(ev)
@@ -324,5 +323,10 @@ def build_report(run, evaluation=None, *, weights: str = "final", image: str = "
 
 def write_report(cfg) -> Path:
     """`cnnlab report RUN_DIR`: build_report with the command's options."""
+    from ..runs import Run
+
     cfg.validate()
-    return build_report(cfg.run, weights=cfg.weights, image=cfg.image, out=cfg.out)
+    run = Run.open(cfg.run)
+    if cfg.weights != "final":  # asked for by name: it must exist (the final weights of a run still training
+        run.resolve_weights(cfg.weights)  # may not yet; the page then says so)
+    return build_report(run, weights=cfg.weights, image=cfg.image, out=cfg.out)

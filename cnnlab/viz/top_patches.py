@@ -10,6 +10,7 @@ where the field reaches past the image (into the padding) the patch is blank."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from ..analysis import receptive_field as rfm
-from ..errors import ConfigError
+from ..errors import CnnlabWarning, ConfigError
 from .figures import GAP_COLOUR, new_figure, save_png, show_grid, tile_grid
 from .layer_select import Layer, probe_layer
 
@@ -112,6 +113,9 @@ def top_patches(model: nn.Module, layer: Layer, batches: Iterable, images: torch
         why = "see the whole image" if probe.field.is_global else "have a receptive field cnnlab cannot trace"
         raise ConfigError(f"--layer {layer.name!r}: its units {why}; choose an earlier layer")
     channels = probe.shape[0]
+    if isinstance(units, int) and units > channels:
+        warnings.warn(f"--units {units}: layer {layer.name!r} has {channels} units; showing all {channels}",
+                      CnnlabWarning, stacklevel=2)
     chosen = list(range(min(units, channels))) if isinstance(units, int) else list(units)
     if not chosen or max(chosen) >= channels or min(chosen) < 0:
         raise ConfigError(f"--units: layer {layer.name!r} has {channels} units (channels 0-{channels - 1})")
