@@ -81,6 +81,7 @@ def _decoded(img: dict) -> Image.Image:
     src = img["src"]
     assert src.startswith("data:image/png;base64,"), src[:40]
     im = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+    im.load()  # decode every pixel (a truncated PNG fails here, not only at its header)
     assert im.size == (int(img["width"]), int(img["height"]))
     return im
 
@@ -147,7 +148,7 @@ class EvalReport:
 def _evaluation(tmp_path: Path) -> EvalReport:
     confusion = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 7]])
     png = tmp_path / "confusion.png"
-    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(png)
+    Image.fromarray(np.repeat(np.linspace(0, 255, 30, dtype=np.uint8)[None, :, None], 20, 0).repeat(3, 2)).save(png)
     per_class = [{"class": c, "accuracy": a, "precision": p, "recall": a, "f1": f, "support": s}
                  for c, a, p, f, s in (("cat", 5 / 6, 5 / 7, 0.77, 6), ("dog", 0.5, 0.75, 0.6, 6),
                                        ("emu", 1.0, 7 / 8, 0.93, 7))]

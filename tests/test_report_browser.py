@@ -37,6 +37,15 @@ def test_the_report_loads_offline_and_every_image_decodes(browser, page, tmp_pat
     assert [alt for alt, *_ in images] == ["training curves", "confusion matrix", "first-layer filters",
                                            "Grad-CAM example", "occlusion example"]
     assert all(complete and width > 0 for _, complete, width, _ in images), images
+    # Each picture decodes to real pixels (drawn to a canvas: a truncated PNG paints nothing below its header).
+    spread = browser.js("""return Array.from(document.images).map(img => {
+        const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        const d = g.getImageData(0, Math.floor(c.height / 2), c.width, Math.ceil(c.height / 2)).data;
+        let lo = 255, hi = 0;
+        for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
+        return d[3] === 0 ? -1 : hi - lo; });""")
+    assert all(s > 50 for s in spread), spread
     width = browser.js("return window.innerWidth;")
     assert width == viewport[0]
     assert browser.js("return document.documentElement.scrollWidth;") <= width  # no sideways page scroll

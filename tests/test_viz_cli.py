@@ -135,6 +135,8 @@ def test_bad_inputs_are_one_line_errors_that_write_nothing(run_dir, tmp_path, ca
         (["viz", "filters", r, "--weights", "latest"], "--weights 'latest'"),
         (["viz", "filters", r, "--out", str(tmp_path / "adir")], "is a directory"),
         (["viz", "filters", r, "--max-filters", "0"], "positive integer"),
+        (["viz", "filters", r, "--out", "/proc/cnnlab-filters.png"], "--out /proc/cnnlab-filters.png: cannot write"),
+        (["report", r, "--out", "/proc/cnnlab-report.html"], "--out /proc/cnnlab-report.html: cannot write"),
         (["viz", "gradcam", r, str(tmp_path / "nothere.png")], "no such file"),
         (["viz", "gradcam", r, str(tmp_path / "adir")], "is a directory"),
         (["viz", "gradcam", r, str(bad_png)], "undecodable image"),
@@ -197,3 +199,26 @@ def test_a_real_subprocess_has_no_traceback(run_dir):
                            "nope"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("cnnlab viz: error: --layer 'nope'")
+
+
+def test_curves_draw_each_runs_metrics_file(run_dir, tmp_path):
+    import json
+
+    from cnnlab.viz.curves import draw_curves, run_curves
+
+    other = shutil.copytree(run_dir, tmp_path / "other", ignore=shutil.ignore_patterns("viz"))
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    changed = [{**r, "val_acc": r["val_acc"] / 2, "lr": r["lr"] * 10} for r in records]
+    (other / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changed))
+    fig = draw_curves([run_curves(Run.open(run_dir), "a"), run_curves(Run.open(other), "b")])
+    loss, acc, lr = fig.axes[:3]
+    lines = {(ax_name, line.get_label()): line.get_xydata() for ax_name, ax in (("loss", loss), ("acc", acc),
+                                                                                ("lr", lr)) for line in ax.lines}
+    for label, recs in (("a", records), ("b", changed)):
+        epochs = [r["epoch"] for r in recs]
+        for ax_name, key in (("loss", "train_loss"), ("loss", "val_loss"), ("acc", "train_acc"), ("acc", "val_acc"),
+                             ("lr", "lr")):
+            np.testing.assert_allclose(lines[(ax_name, f"{label}: {key.replace('_', ' ')}")],
+                                       np.column_stack([epochs, [r[key] for r in recs]]))
+    assert "label smoothing 0.1" in loss.get_title()
+    assert loss.get_xlabel() == "epoch" and acc.get_ylabel() == "fraction correct"

@@ -377,7 +377,8 @@ def test_grad_cam_runs_on_a_resnet_with_in_place_relus():
 
 def test_saliency_is_the_absolute_input_gradient_and_ig_is_complete():
     torch.manual_seed(0)
-    model = build_model("conv3-4p1 > relu > maxpool2 > fc3", in_channels=3, input_size=(8, 8)).eval()
+    model = build_model("conv3-4p1 > tanh > maxpool2 > fc3", in_channels=3, input_size=(8, 8)).eval()
+    nn.init.normal_(model.features[0].bias)  # a bias makes the score curve along the path (else IG is exact anyway)
     x = torch.randn(1, 3, 8, 8)
     xg = x.clone().requires_grad_(True)
     model(xg)[0, 2].backward()
@@ -388,3 +389,8 @@ def test_saliency_is_the_absolute_input_gradient_and_ig_is_complete():
     with torch.no_grad():
         gap = float(model(x)[0, 2] - model(base)[0, 2])
     assert float(ig.map.sum()) == pytest.approx(gap, rel=0.02, abs=1e-3)  # Sundararajan et al.'s completeness
+    alphas = (torch.arange(400) + 0.5) / 400  # the path integral by hand: a midpoint sum of autograd gradients
+    path = (base + alphas.view(-1, 1, 1, 1) * (x - base)).requires_grad_(True)
+    model(path)[:, 2].sum().backward()
+    by_hand = ((x - base)[0] * path.grad.mean(0)).sum(0)
+    torch.testing.assert_close(ig.map, by_hand, rtol=1e-3, atol=1e-3 * float(by_hand.abs().max()))
