@@ -329,8 +329,12 @@ def _hooks(model: nn.Module) -> int:
 
 
 def _tensors() -> int:
+    import warnings
+
     gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+    with warnings.catch_warnings():  # isinstance on torch's deprecated module-level aliases warns
+        warnings.simplefilter("ignore")
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
 
 
 def test_repeated_calls_leave_no_hooks_and_grow_nothing():
@@ -394,3 +398,38 @@ def test_saliency_is_the_absolute_input_gradient_and_ig_is_complete():
     model(path)[:, 2].sum().backward()
     by_hand = ((x - base)[0] * path.grad.mean(0)).sum(0)
     torch.testing.assert_close(ig.map, by_hand, rtol=1e-3, atol=1e-3 * float(by_hand.abs().max()))
+
+
+def test_grad_cam_is_placed_where_its_units_look():
+    from cnnlab.analysis import receptive_field as rfm
+    from cnnlab.viz.attribution import place_on_input
+
+    cam = torch.zeros(5, 5)
+    cam[1, 3] = 1.0
+    # LeNet-5's S4 (stage1) on 32x32: field 16, jump 4, centre 7.5 (unpadded convs): unit (1, 3) looks at
+    # rows 4-19 and columns 12-27, centred on (11.5, 19.5).
+    field = rfm.ReceptiveField((16, 16), (4, 4), (7.5, 7.5))
+    placed = place_on_input(cam, field, (32, 32))
+    peak = torch.nonzero(placed == placed.max())
+    assert peak[:, 0].float().mean() == 11.5 and peak[:, 1].float().mean() == 19.5
+    assert placed[:4].max() < 0.01 and placed[:, 28:].max() == 0  # nothing outside where the unit looks
+    stretched = F.interpolate(cam[None, None], (32, 32), mode="bilinear")[0, 0]
+    assert torch.nonzero(stretched == stretched.max())[:, 1].float().mean() > 21  # stretching shifts it outward
+    # With "same" padding the two agree: field centres at (jump - 1)/2 + i*jump, jump = 32 / 4.
+    same = rfm.ReceptiveField((20, 20), (8, 8), (3.5, 3.5))
+    small = torch.rand(4, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(place_on_input(small, same, (32, 32)),
+                               F.interpolate(small[None, None], (32, 32), mode="bilinear")[0, 0])
+
+
+def test_grad_cam_of_lenet5_uses_the_field_placement():
+    torch.manual_seed(0)
+    model = build_model("lenet5", num_classes=10, in_channels=1, input_size=(32, 32)).eval()
+    layer, _ = default_cam_layer(model, (1, 32, 32))
+    out = grad_cam(model, torch.randn(1, 1, 32, 32), layer.module, 4)
+    assert out.placed_by_field and out.cam.shape == (5, 5)
+    from cnnlab.analysis import receptive_field as rfm
+    from cnnlab.viz.attribution import place_on_input
+
+    lectures = rfm.ReceptiveField((16, 16), (4, 4), (7.5, 7.5))  # conv5, pool2, conv5, pool2 from pixel 0
+    torch.testing.assert_close(out.upsampled, place_on_input(out.cam, lectures, (32, 32)))

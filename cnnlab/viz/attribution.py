@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..errors import ConfigError
 
@@ -66,19 +67,42 @@ def occlusion_map(model: nn.Module, x: torch.Tensor, target: int, baseline: torc
 @dataclass
 class GradCam:
     """`cam` (h, w) at the layer's resolution (ReLU of the channel maps weighted by their mean gradient),
-    `upsampled` (H, W) bilinearly to the input, for class `target` with probability `probability`."""
+    `upsampled` (H, W) on the input, for class `target` with probability `probability`; `placed_by_field`
+    tells whether the map was placed by its units' receptive fields (else stretched over the image)."""
 
     cam: torch.Tensor
     upsampled: torch.Tensor
     target: int
     probability: float
+    placed_by_field: bool = False
+
+
+def place_on_input(cam: torch.Tensor, field, size: tuple[int, int]) -> torch.Tensor:
+    """A (h, w) map of units drawn on the (H, W) input where its units look: unit (i, j) sits at its receptive
+    field's centre (c₀ + i·jump₀, c₁ + j·jump₁), bilinear in between, the edge units' values held beyond.
+
+    Plain upsampling stretches the map over the whole image, which is the same thing when the convolutions
+    are padded ("same"): then c = (jump − 1)/2 and jump = H/h. With unpadded ("valid") convolutions, as in
+    LeNet-5, the units' fields are centred inside the image and stretching would shift the heat outward."""
+    h, w = cam.shape
+    axes = []
+    for n, c, j, length in ((h, field.centre[0], field.jump[0], size[0]), (w, field.centre[1], field.jump[1], size[1])):
+        u = (torch.arange(length, dtype=torch.float32) - c) / j  # fractional unit index of each pixel
+        axes.append(torch.zeros(length) if n == 1 else 2 * u / (n - 1) - 1)  # grid_sample's [-1, 1] units
+    gy, gx = torch.meshgrid(axes[0], axes[1], indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None].to(cam)
+    out = F.grid_sample(cam[None, None].float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out[0, 0]
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: int) -> GradCam:
     """Grad-CAM of class `target` at `layer`'s output for one image x (1, C, H, W), via Captum's
     LayerGradCam (its forward hook returns a copy of the layer's output, so a following in-place ReLU
-    cannot overwrite the activations it keeps)."""
+    cannot overwrite the activations it keeps). The map is placed on the input by its units' receptive fields
+    (cnnlab's analysis; see place_on_input), or stretched (Captum's interpolate) where the field is not exact."""
     from captum.attr import LayerAttribution, LayerGradCam
+
+    from .layer_select import probe_layer
 
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
@@ -86,10 +110,15 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, target: int) -
     if cam.dim() != 4:
         raise ConfigError("Grad-CAM needs a layer with feature maps (N, C, H, W); this one outputs "
                           f"{tuple(cam.shape)}")
-    up = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
+    field = probe_layer(model, layer, tuple(x.shape[1:])).field
+    exact = not (field.unknown or field.is_global or field.approx)
+    if exact:
+        up = place_on_input(cam[0, 0].detach(), field, tuple(x.shape[-2:]))
+    else:
+        up = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")[0, 0]
     with torch.no_grad():
         p = float(model(x).softmax(1)[0, target])
-    return GradCam(cam[0, 0].detach(), up[0, 0].detach(), target, p)
+    return GradCam(cam[0, 0].detach(), up.detach(), target, p, exact)
 
 
 @dataclass

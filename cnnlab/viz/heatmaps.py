@@ -58,7 +58,8 @@ def draw_grad_cam(image: ViewImage, gc: GradCam, layer_name: str, classes: list[
     axes[1].set_ylabel("row (map unit)", fontsize=8)
     axes[1].tick_params(labelsize=7)
     up = gc.upsampled.float().cpu().numpy() / top
-    overlay(axes[2], image.pixels, up, f"upsampled over the image (p({name}) = {gc.probability:.3f})", cmap="jet",
+    how = "placed by receptive field" if gc.placed_by_field else "stretched over the image"
+    overlay(axes[2], image.pixels, up, f"{how} (p({name}) = {gc.probability:.3f})", cmap="jet",
             vmin=0, vmax=1, label="Grad-CAM ÷ its maximum")
     fig.suptitle("Grad-CAM: where the features that raise the class score are", fontsize=10)
     fig.tight_layout()
