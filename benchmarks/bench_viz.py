@@ -4,9 +4,10 @@
   (all occluded images built with torch ops, forwarded in batches) and against one forward pass per square
   position in a Python loop — LeNet-5 on 1×32×32 (patch 8, stride 4) and ResNet-18 with the CIFAR stem on
   3×32×32 (patch 4, stride 2);
-- Grad-CAM: Captum's LayerGradCam against hand-written hooks (forward hook + autograd.grad) on the same nets;
+- Grad-CAM: cnnlab's grad_cam (Captum's LayerGradCam, plus one traced forward pass for the receptive-field
+  placement) against bare hand-written hooks (forward hook + autograd.grad, stretched) on the same nets;
 - top patches: the one-pass running top-k against keeping every activation and sorting at the end (time and
-  the bytes each holds), LeNet-5's C3 (16 maps of 10×10... pooled: stage1) over 4,000 random images;
+  the bytes each holds), LeNet-5's stage1 (S4: 16 maps of 5×5) over 4,000 random images;
 - the report page of a LeNet-5 run on the digits (CPU seconds in this process, after training).
 
 Usage: .venv/bin/python benchmarks/bench_viz.py [--rounds R] [--json PATH]
@@ -175,12 +176,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     rows = bench_attributions(args.rounds)
     print(f"{'model':<9} {'input':<8} {'squares':>7} {'Captum occl.':>12} {'by hand':>9} {'loop':>9} "
-          f"{'loop/Captum':>11} {'Grad-CAM Captum':>15} {'by hand':>9}")
+          f"{'loop/Captum':>11} {'cnnlab Grad-CAM':>15} {'bare hooks':>10}")
     for r in rows:
         print(f"{r['model']:<9} {r['input']:<8} {r['positions']:>7} {r['occlusion_captum_ms']:>10.1f}ms "
               f"{r['occlusion_hand_batched_ms']:>7.1f}ms {r['occlusion_loop_ms']:>7.1f}ms "
               f"{r['occlusion_loop_ms'] / r['occlusion_captum_ms']:>10.1f}x {r['gradcam_captum_ms']:>13.1f}ms "
-              f"{r['gradcam_hand_ms']:>7.1f}ms")
+              f"{r['gradcam_hand_ms']:>8.1f}ms")
     tp = bench_top_patches(args.rounds)
     print(f"top patches over {tp['images']} images: running top-k {tp['running_topk_ms']:.0f} ms holding "
           f"{tp['running_topk_bytes']:,} B; keeping every activation {tp['store_all_ms']:.0f} ms holding "

@@ -184,7 +184,7 @@ def draw_top_patches(tp: TopPatches, source: str = ""):
     ax.tick_params(labelsize=7, length=0)
     for u in range(k):
         for j in range(t):
-            ax.text(j * (sw + gap), u * (sh + gap) + sh - 1, f"{float(tp.values[u, j]):.2g}", fontsize=6,
+            ax.text(j * (sw + gap), u * (sh + gap) + sh - 1, _value(float(tp.values[u, j])), fontsize=6,
                     color="#b3470a", va="bottom", ha="left",
                     bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75})
     approx = " (upper bound)" if tp.field.approx else ""
@@ -195,6 +195,11 @@ def draw_top_patches(tp: TopPatches, source: str = ""):
     ax.set_facecolor(GAP_COLOUR)
     fig.tight_layout()
     return fig
+
+
+def _value(v: float) -> str:
+    """An activation with three decimals (tanh units saturate near 1: 0.999 and 1.000 differ)."""
+    return f"{v:.3f}" if abs(v) < 100 else f"{v:.3g}"
 
 
 def _num(v: float) -> str:
