@@ -201,3 +201,13 @@ def test_cnnlab_report_writes_where_asked(run_dir, tmp_path, capsys):
     assert "test image 7 of digits" in page.all_text
     assert main(["report", str(run_dir), "--weights", "ema"]) == 2
     assert "no ema weights" in capsys.readouterr().err
+
+
+def test_a_fully_connected_run_gets_notes_for_filters_and_grad_cam_but_keeps_occlusion(tmp_path):
+    from cnnlab.train import train
+
+    train(model="fc32 > relu > fc10", epochs=1, threads=1, quiet=True, limit_per_class=5, out=str(tmp_path / "fc"))
+    page = Page(build_report(tmp_path / "fc").read_text())
+    text = page.all_text
+    assert "has no convolution layer" in text and "no Grad-CAM" in text
+    assert [img["alt"] for img in page.images] == ["training curves", "occlusion example"]

@@ -255,7 +255,11 @@ def example_section(run, model, image_spec: str, dataset=None) -> dict:
     pictures.append(figure_picture(draw_occlusion(image, occ, run.classes, pred), "occlusion example",
                                    f"Occlusion of {image.source}.",
                                    f"cnnlab viz occlusion {run.path} {image_spec} --patch {patch} --stride {stride}"))
-    layer, note = default_cam_layer(model, tuple(image.tensor.shape[1:]))
+    try:  # a fully connected net has no feature map: the occlusion example stays, Grad-CAM becomes a note
+        layer, note = default_cam_layer(model, tuple(image.tensor.shape[1:]))
+    except CnnlabError as exc:
+        warnings.warn(f"no Grad-CAM: {exc}", CnnlabWarning)
+        return {"pictures": pictures}
     if note:
         warnings.warn(note, CnnlabWarning)
     gc = grad_cam(model, image.tensor, layer.module, pred)
