@@ -433,3 +433,31 @@ def test_grad_cam_of_lenet5_uses_the_field_placement():
 
     lectures = rfm.ReceptiveField((16, 16), (4, 4), (7.5, 7.5))  # conv5, pool2, conv5, pool2 from pixel 0
     torch.testing.assert_close(out.upsampled, place_on_input(out.cam, lectures, (32, 32)))
+
+
+def test_colour_top_patches_crop_every_channel_and_draw_outside_as_transparent():
+    from cnnlab.viz.top_patches import draw_top_patches
+
+    torch.manual_seed(0)
+    model = build_model("conv3-4p1 > tanh > avgpool2 > fc3", in_channels=3, input_size=(8, 8)).eval()
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (11, 3, 8, 8), dtype=torch.uint8, generator=g)
+    x = images.float() / 255
+    tp = top_patches(model, resolve_layer(model, "stem"), [x[:6], x[6:]], images, units=2, top=3)
+    assert tp.patches.shape == (2, 3, 3, 4, 4)
+    for u in range(2):
+        for r in range(3):
+            n = int(tp.images[u, r])
+            i, j = tp.positions[u, r].tolist()
+            xi = x[n:n + 1].clone().requires_grad_(True)
+            (a,), _ = capture_grad(model, model.features[2], xi)
+            a[0, u, i, j].backward()
+            rows, cols = np.nonzero(xi.grad[0].abs().sum(0).numpy() > 0)
+            inside = tp.inside[u, r].numpy()
+            for ch in range(3):
+                np.testing.assert_array_equal(tp.patches[u, r, ch].numpy()[inside],
+                                              _crop(images[n, ch].numpy(), rows, cols))
+    fig = draw_top_patches(tp)
+    (im,) = fig.axes[0].get_images()
+    grid = im.get_array()
+    assert grid.shape[-1] == 4 and len(_tiles(np.asarray(grid))) == 6  # RGBA, transparent where not in an image

@@ -166,11 +166,10 @@ def draw_top_patches(tp: TopPatches, source: str = ""):
         tiles = torch.where(tp.inside, pix[:, :, 0], torch.nan).reshape(k * t, sh, sw).numpy()
     else:
         tiles = pix[:, :, :3].permute(0, 1, 3, 4, 2).reshape(k * t, sh, sw, 3).numpy()
-    grid = tile_grid(tiles, cols=t, gap=max(1, sh // 8))
-    if c != 1:
-        grid[..., 3] = np.where(grid[..., 3] > 0, 1.0, 0.0)
-        alpha = tile_grid(tp.inside.reshape(k * t, sh, sw).float().numpy(), cols=t, gap=max(1, sh // 8))
-        grid[..., 3] = np.nan_to_num(alpha)
+    gap = max(1, sh // 8)
+    grid = tile_grid(tiles, cols=t, gap=gap)
+    if c != 1:  # transparent outside the image (and between tiles, where the inside grid is NaN)
+        grid[..., 3] = np.nan_to_num(tile_grid(tp.inside.reshape(k * t, sh, sw).float().numpy(), cols=t, gap=gap))
     gh, gw = grid.shape[:2]
     scale = min(10.0 / gw, 9.0 / gh, 0.25)
     fig = new_figure(max(6.0, gw * scale + 2.4), max(3.0, gh * scale + 1.6))
@@ -178,7 +177,6 @@ def draw_top_patches(tp: TopPatches, source: str = ""):
     im = show_grid(ax, grid, cmap="gray", vmin=0, vmax=1)
     if c == 1:
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="pixel value (0–1); blank: outside the image")
-    gap = max(1, sh // 8)
     ax.set_yticks([u * (sh + gap) + (sh - 1) / 2 for u in range(k)], [f"unit {u}" for u in tp.units])
     ax.set_xticks([j * (sw + gap) + (sw - 1) / 2 for j in range(t)], [f"#{j + 1}" for j in range(t)])
     ax.tick_params(labelsize=7, length=0)
