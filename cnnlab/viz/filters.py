@@ -85,8 +85,8 @@ def draw_filters(fg: FilterGrid):
     f, c, kh, kw = fg.weight.shape
     if fg.rgb:
         show_grid(ax, fg.grid)
-        ax.set_xlabel(f"filters 0–{f - 1}, left to right then down; each filter min–max scaled to black–white "
-                      "per colour", fontsize=8)
+        ax.set_xlabel(f"filters 0–{f - 1}, left to right then down; each filter's weights min–max scaled "
+                      "(over its three colours) to 0–1", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
         _number_tiles(ax, f, fg.cols, kh, kw)

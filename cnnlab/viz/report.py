@@ -325,12 +325,13 @@ def build_report(run, evaluation=None, *, weights: str = "final", image: str = "
     return path
 
 
-def write_report(cfg) -> Path:
-    """`cnnlab report RUN_DIR`: build_report with the command's options."""
+def write_report(cfg, evaluation=None) -> Path:
+    """`cnnlab report RUN_DIR`: build_report with the command's options (and an evaluation, when the caller
+    has one: the viz package does not import the evaluation package; the CLI passes its result in)."""
     from ..runs import Run
 
     cfg.validate()
     run = Run.open(cfg.run)
     if cfg.weights != "final":  # asked for by name: it must exist (the final weights of a run still training
         run.resolve_weights(cfg.weights)  # may not yet; the page then says so)
-    return build_report(run, weights=cfg.weights, image=cfg.image, out=cfg.out)
+    return build_report(run, evaluation, weights=cfg.weights, image=cfg.image, out=cfg.out)
