@@ -41,6 +41,7 @@ def _number(v) -> float | None:
 def draw_curves(curves: list[Curves]):
     """Three panels (loss, accuracy, learning rate) with every run; a legend names the runs."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     fig = new_figure(12.0, 3.9)
     axes = [fig.add_subplot(1, 3, k + 1) for k in range(3)]
@@ -57,6 +58,7 @@ def draw_curves(curves: list[Curves]):
                         label=f"{c.label}: {key.replace('_', ' ')}")
                 if key == "lr":
                     lr_values += ys
+    epochs = sorted({e for c in curves for e in c.epochs})
     smoothing = sorted({c.label_smoothing for c in curves if c.label_smoothing})
     note = f"\n(training loss includes label smoothing {', '.join(f'{s:g}' for s in smoothing)})" if smoothing else ""
     axes[0].set_title("loss (cross-entropy)" + note, fontsize=9)
@@ -72,7 +74,11 @@ def draw_curves(curves: list[Curves]):
         ax.set_xlabel("epoch", fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(epochs) <= 10:  # epochs are whole numbers: a tick on each when they are few
+            ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles = [Line2D([], [], color=palette[i % len(palette)], linewidth=2, label=c.label)
                for i, c in enumerate(curves)]
     handles += [Line2D([], [], color="black", linestyle="--", label="training"),
