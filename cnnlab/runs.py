@@ -14,6 +14,8 @@ A run directory (schema_version 1) holds:
     snapshots/snapshot-K.safetensors   with --snapshots M
     checkpoints/     the exact training state (format owned by cnnlab.train.checkpoint)
     result.json      {"schema_version": 1, "test_accuracy", ...}
+    report.html      the run's self-contained report page (cnnlab.viz.report; `cnnlab report`)
+    viz/<kind>-<what>.png        pictures `cnnlab viz` draws (filters-<layer>, gradcam-<image>-<layer>, ...)
     .lock            held (flock) by the process writing the run
 
 A run written before schema versions existed is version 0: the same files without "schema_version", and it
@@ -45,7 +47,7 @@ SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "config.yaml", "classes.json", "metrics.jsonl", "model.safetensors",
              "model_raw.safetensors", "model_ema.safetensors", "model_best.safetensors", "result.json",
              "report.html")
-RUN_DIRS = ("checkpoints", "snapshots", "tensorboard")
+RUN_DIRS = ("checkpoints", "snapshots", "tensorboard", "viz")
 WEIGHT_KINDS = ("final", "best", "raw", "ema", "snapshot:K")
 LOCK = ".lock"
 
@@ -244,6 +246,17 @@ def weights_path(run_dir: str | Path, kind: str) -> Path:
     if m:
         return run_dir / "snapshots" / f"snapshot-{int(m.group(1))}.safetensors"
     raise ConfigError(f"--weights {kind!r}: expected one of {', '.join(WEIGHT_KINDS)}")
+
+
+def viz_path(run_dir: str | Path, *parts: str) -> Path:
+    """RUN/viz/<part>-<part>....png, each part made file-name safe: where `cnnlab viz` writes a picture."""
+    safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", str(p)).strip("_") or "x" for p in parts]
+    return Path(run_dir) / "viz" / ("-".join(safe) + ".png")
+
+
+def report_path(run_dir: str | Path) -> Path:
+    """RUN/report.html: the run's report page."""
+    return Path(run_dir) / "report.html"
 
 
 def read_json(path: Path) -> dict:

@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "conv",
     "explain",
     "data",
+    "viz",
+    "report",
     "env",
 )
 
