@@ -451,7 +451,7 @@ def resolve_model_spec(spec: str, input_size: tuple[int, int, int] | None = None
     from .analysis.as_written import written_notation
     from .analysis.resolve import resolve_model
 
-    if Path(spec).is_dir():
+    if spec.strip() and Path(spec).is_dir():
         run = Run.open(spec)
         pre = run.preprocess
         size = input_size or (pre.channels, *pre.image_size)
