@@ -158,15 +158,32 @@ def test_ensemble_of_a_model_with_itself_equals_the_model(digits_run):
     assert [m["top1"] for m in pair.members] == [alone.top1, alone.top1]
 
 
-def test_snapshot_ensemble_matches_the_training_loop(tmp_path):
-    out = tmp_path / "snap"
+@pytest.fixture(scope="module")
+def snap_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "snap"
     train(**QUICK, snapshots=2, out=str(out))
-    run = Run.open(out)
+    return Run.open(out)
+
+
+def test_snapshot_ensemble_matches_the_training_loop(snap_run):
+    run = snap_run
     report = evaluate_run(run, weights="snapshots")
     assert report.top1 == run.result["ensemble_test_accuracy"]  # the trainer's own ensemble average
     assert [m["name"] for m in report.members] == ["snap/snapshot:1", "snap/snapshot:2"]
     for member, k in zip(report.members, (1, 2)):
         assert member["top1"] == evaluate(run.model(f"snapshot:{k}"), run.loader("test"))["top1"]
+
+
+def test_an_ensemble_averages_probabilities(snap_run):
+    from cnnlab.eval.ensemble import load_members, member_specs, predict_split
+
+    members = load_members(member_specs(snap_run, "snapshots"))
+    log_probs, preds = predict_split(members, snap_run.dataset().test, batch_size=100)
+    with torch.no_grad():
+        probs = [torch.cat([snap_run.model(f"snapshot:{k}")(x).softmax(1) for x, _ in snap_run.loader("test")])
+                 for k in (1, 2)]
+    assert torch.allclose(log_probs.exp(), (probs[0] + probs[1]) / 2, atol=1e-6)  # the arithmetic mean
+    assert torch.equal(preds, torch.stack([p.argmax(1) for p in probs]))
 
 
 def test_snapshots_without_snapshots_is_one_line(digits_run):
