@@ -137,6 +137,22 @@ def test_bn_after_the_activation_is_left_with_a_note(digit_images):
     result = fold_batchnorm(calibrated(branch, x))
     assert [bn for bn, _ in result.left] == ["bn"] and "add" in result.left[0][1]
     assert fold_batchnorm(calibrated(net, x)).folded == [("0", "1")]
+    # ...nor one whose conv output is also used elsewhere (folding would change that other use)
+    shared = calibrated(SharedConvOutput(), x)
+    result = fold_batchnorm(shared)
+    assert result.left == [("bn", "the output of conv is also used elsewhere")]
+    assert max_diff(shared, result.model, x)[0] == 0.0
+
+
+class SharedConvOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y
 
 
 class ResidualThenBN(nn.Module):
