@@ -8,6 +8,8 @@ batch 1 and 32, images/s of:
   fused+cl        both
   bf16            the fused model under CPU bf16 autocast, only where the CPU does bf16 natively
                   (AVX512-BF16 / AMX); skipped elsewhere (emulated bf16 is slower than fp32)
+  torchscript     the fused channels-last model traced, as `cnnlab export --format torchscript --fuse-bn
+                  --channels-last` writes it (no Python per layer: what matters at batch 1)
   onnxruntime     the model exported by cnnlab (torch.onnx, dynamic batch axis) run by onnxruntime's CPU
                   provider with the same thread count; its outputs are checked against eager torch
                   (max abs difference, 1e-4 tolerance) on every case: by cnnlab's own export check, then
@@ -130,6 +132,10 @@ def _variants(model, shape, batch: int, threads: int, folder: str) -> tuple[dict
 
     variants = {"eager": torch_call(model, x), "fused": torch_call(fused, x), "channels_last": torch_call(cl, x_cl),
                 "fused+cl": torch_call(fused_cl, x_cl)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream; it is still an export format here
+        traced = torch.jit.trace(fused_cl, x_cl[:2] if batch >= 2 else x_cl, check_trace=False)
+    variants["torchscript"] = torch_call(traced, x_cl)
     if bf16_native():
         variants["bf16"] = torch_call(fused_cl if shape[0] == 3 else fused, x_cl if shape[0] == 3 else x, amp=True)
     if session is None:
@@ -190,6 +196,8 @@ def run(quick: bool = True, threads: int | None = None) -> dict:
                 speed = {v: batch / s for v, s in secs.items()}
                 torch_paths = {v: s for v, s in speed.items() if v != "onnxruntime"}
                 fastest = max(torch_paths, key=torch_paths.get)
+                fp32 = {v: s for v, s in torch_paths.items() if v != "bf16"}
+                fastest_fp32 = max(fp32, key=fp32.get)
                 ort_speed = speed.get("onnxruntime")
                 out["cases"].append({
                     "model": name, "input": list(shape), "batch": batch,
@@ -197,17 +205,22 @@ def run(quick: bool = True, threads: int | None = None) -> dict:
                     "ratio_to_eager": {v: round(s / speed["eager"], 3) for v, s in speed.items()},
                     "fastest_torch": fastest,
                     "onnxruntime_over_fastest_torch": round(ort_speed / speed[fastest], 3) if ort_speed else None,
+                    "fastest_fp32_torch": fastest_fp32,
+                    "onnxruntime_over_fastest_fp32_torch": round(ort_speed / speed[fastest_fp32], 3) if ort_speed
+                    else None,
                     "onnxruntime_max_abs_diff": diff, "onnxruntime_parity_ok": diff <= PARITY_TOLERANCE})
     return out
 
 
 def render(results: dict) -> str:
     m = results["machine"]
-    names = ["eager", "fused", "channels_last", "fused+cl", "bf16", "onnxruntime"]
+    names = ["eager", "fused", "channels_last", "fused+cl", "bf16", "torchscript", "onnxruntime"]
     lines = [f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads; torch {m['torch']}, onnxruntime "
              f"{m['onnxruntime']}; bf16 native: {m['bf16_native']}",
-             "images/s (ratio to eager); ORT/torch = onnxruntime over cnnlab's fastest torch path", "",
-             f"{'model':<13}{'batch':>6}" + "".join(f"{n:>19}" for n in names) + f"{'ORT/torch':>11}{'ORT diff':>10}"]
+             "images/s (ratio to eager); ORT/torch = onnxruntime (fp32) over cnnlab's fastest torch path, "
+             "ORT/fp32 = over its fastest fp32 torch path", "",
+             f"{'model':<13}{'batch':>6}" + "".join(f"{n:>19}" for n in names)
+             + f"{'ORT/torch':>11}{'ORT/fp32':>10}{'ORT diff':>10}"]
     for case in results["cases"]:
         cells = []
         for n in names:
@@ -216,9 +229,10 @@ def render(results: dict) -> str:
             else:
                 cells.append(f"{'-':>19}")
         parity = f"{case['onnxruntime_max_abs_diff']:.1e}" + ("" if case["onnxruntime_parity_ok"] else "!")
-        ratio = case["onnxruntime_over_fastest_torch"]
+        ratios = "".join(f"{r:>9.2f}x" if r else f"{'-':>10}" for r in (case["onnxruntime_over_fastest_torch"],
+                                                                            case["onnxruntime_over_fastest_fp32_torch"]))
         lines.append(f"{case['model']:<13}{case['batch']:>6}" + "".join(f"{c:>19}" for c in cells)
-                     + (f"{ratio:>10.2f}x" if ratio else f"{'-':>11}") + f"{parity:>10}")
+                     + " " + ratios + f"{parity:>10}")
     return "\n".join(lines) + "\n"
 
 
