@@ -12,6 +12,7 @@ A run directory (schema_version 1) holds:
     model_raw.safetensors        with --ema --ema-eval: the raw weights (final = EMA)
     model_ema.safetensors        with --ema: the EMA weights (final = raw)
     snapshots/snapshot-K.safetensors   with --snapshots M
+    eval/<what>/     `cnnlab eval`'s files by default (format owned by cnnlab.eval.report)
     checkpoints/     the exact training state (format owned by cnnlab.train.checkpoint)
     result.json      {"schema_version": 1, "test_accuracy", ...}
     report.html      the run's self-contained report page (cnnlab.viz.report; `cnnlab report`)
@@ -47,7 +48,7 @@ SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "config.yaml", "classes.json", "metrics.jsonl", "model.safetensors",
              "model_raw.safetensors", "model_ema.safetensors", "model_best.safetensors", "result.json",
              "report.html")
-RUN_DIRS = ("checkpoints", "snapshots", "tensorboard", "viz")
+RUN_DIRS = ("checkpoints", "snapshots", "tensorboard", "viz", "eval")
 WEIGHT_KINDS = ("final", "best", "raw", "ema", "snapshot:K")
 LOCK = ".lock"
 
@@ -234,6 +235,15 @@ class MetricsWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def eval_dir(run_dir: str | Path, split: str, weights: str, tta: str | None = None, ensemble: bool = False,
+             data: str | None = None) -> Path:
+    """RUN/eval/<split>-<weights>[-<tta>][-ensemble][-on-<data>]: where `cnnlab eval` writes by default."""
+    parts = [split, weights.replace(":", "")] + ([tta] if tta else []) + (["ensemble"] if ensemble else [])
+    if data:
+        parts.append("on-" + run_slug(Path(data).stem if ("/" in data or os.sep in data) else data, 24))
+    return Path(run_dir) / "eval" / "-".join(parts)
 
 
 # --- reading ---------------------------------------------------------------------------------------------------
