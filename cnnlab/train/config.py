@@ -14,6 +14,7 @@ from typing import Any
 
 from ..data.folder import RESIZE_POLICIES
 from ..errors import ConfigError
+from ..transfer.freeze import BN_POLICIES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "exponential", "cosine", "onecycle", "cyclic", "warmup")
@@ -80,6 +81,18 @@ class TrainConfig:
                            "sets the schedule to cyclic)")
     early_stopping: int = _f(0, "stop after N epochs without validation improvement, restore the best (0 = off)")
     monitor: str = _f("val_acc", "validation metric for early stopping", choices=MONITORS)
+    # transfer learning (cnnlab.transfer): where the weights start, what stays frozen, per-stage learning rates
+    init: str | None = _f(None, "start from trained weights: a run directory, a .safetensors/.pt/.pth file, an "
+                                "http(s) URL (downloaded once into the cache), or published ImageNet weights: "
+                                "imagenet (for this model) or torchvision:NAME; a head of another class count is "
+                                "re-initialised")
+    init_sha256: str | None = _f(None, "expected SHA-256 (hex, or its first 8+ digits) of the --init file or URL")
+    freeze: str | None = _f(None, "freeze stages: all-but-head, up-to:stageK, or a list such as stem,stage1")
+    bn: str = _f("freeze", "BatchNorm inside frozen stages: freeze (eval mode, γ/β fixed), affine (statistics "
+                           "fixed, γ/β trained) or train (statistics adapt to the new data)", choices=BN_POLICIES)
+    lr_mult: str | None = _f(None, "per-stage learning-rate multipliers, e.g. head=1,stage4=0.1,*=0.01")
+    unfreeze_every: int = _f(0, "gradual unfreezing: release one frozen stage every K epochs, top stage first "
+                                "(0 = off; needs --freeze)")
     # reproducibility & run directory
     seed: int = _f(0, "seed for the split, initialisation, data order and augmentation")
     out: str | None = _f(None, "run directory (default runs/<time>-<model>-<data>)")
@@ -137,7 +150,20 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
         if not isinstance(self.model_opts, dict):
             raise ConfigError(f"model_opts must be a mapping, got {self.model_opts!r}")
+        self._validate_transfer()
         return self
+
+    def _validate_transfer(self) -> None:
+        """--init, --init-sha256, --freeze, --bn, --lr-mult, --unfreeze-every (syntax and published-weights
+        names; files are read when training starts, so a saved run stays valid if its source moves)."""
+        from ..transfer.freeze import check_options
+        from ..transfer.weights import check_init_spec
+
+        if self.init is not None:
+            check_init_spec(self.init, self.model, self.init_sha256)
+        elif self.init_sha256 is not None:
+            raise ConfigError("--init-sha256 needs --init")
+        check_options(self.freeze, self.lr_mult, self.bn, self.unfreeze_every)
 
     @classmethod
     def field_names(cls) -> set[str]:
