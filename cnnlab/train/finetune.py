@@ -150,4 +150,4 @@ def check_distributed(cfg: TrainConfig, dist) -> None:
 
 def _short(names) -> str:
     names = list(names)
-    return "[" + ", ".join(names[:4]) + (f", … {len(names)} in all]" if len(names) > 4 else "]")
+    return "[" + ", ".join(names[:6]) + (f", … {len(names)} in all]" if len(names) > 6 else "]")
