@@ -17,6 +17,7 @@ A run directory (schema_version 1) holds:
     result.json      {"schema_version": 1, "test_accuracy", ...}
     report.html      the run's self-contained report page (cnnlab.viz.report; `cnnlab report`)
     viz/<kind>-<what>.png        pictures `cnnlab viz` draws (filters-<layer>, gradcam-<image>-<layer>, ...)
+    init.json        with --init: what loading the weights did (loaded / missing / unexpected / reshaped keys)
     .lock            held (flock) by the process writing the run
 
 A run written before schema versions existed is version 0: the same files without "schema_version", and it
@@ -47,7 +48,7 @@ if TYPE_CHECKING:  # torch is imported lazily: opening a run to read its config 
 SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "config.yaml", "classes.json", "metrics.jsonl", "model.safetensors",
              "model_raw.safetensors", "model_ema.safetensors", "model_best.safetensors", "result.json",
-             "report.html")
+             "report.html", "init.json")
 RUN_DIRS = ("checkpoints", "snapshots", "tensorboard", "viz", "eval")
 WEIGHT_KINDS = ("final", "best", "raw", "ema", "snapshot:K")
 LOCK = ".lock"
@@ -194,6 +195,20 @@ def write_weights(run_dir: Path, kind: str, state_dict: dict, metadata: dict | N
 
 def write_result(run_dir: Path, result: dict) -> None:
     write_json_atomic(run_dir / "result.json", {"schema_version": SCHEMA_VERSION, **result})
+
+
+def write_init_report(run_dir: Path, report: dict) -> None:
+    """init.json: what --init loaded into the model when the run started (kept for its result.json on resume)."""
+    write_json_atomic(run_dir / "init.json", {"schema_version": SCHEMA_VERSION, **report})
+
+
+def read_init_report(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / "init.json"
+    if not path.is_file():
+        return None
+    report = read_json(path)
+    report.pop("schema_version", None)
+    return report
 
 
 class MetricsWriter:

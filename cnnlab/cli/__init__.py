@@ -28,6 +28,9 @@ COMMAND_MODULES = (
     "viz",
     "report",
     "env",
+    "features",
+    "probe",
+    "transfer_study",
 )
 
 

@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo
 from .ema import ModelEma
+from .finetune import make_freezer
 from .scoring import evaluate
 from .metrics import Meter
 from .optim import LRSchedule, build_optimizer, l1_weights
@@ -82,7 +83,8 @@ class Trainer:
             self.train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
-        self.optimizer = build_optimizer(model, cfg)
+        self.optimizer = build_optimizer(model, cfg)  # with --lr-mult's groups; --freeze's frozen params included
+        self.freezer = make_freezer(model, cfg)  # --freeze / --bn / --unfreeze-every, applied at each epoch start
         # Every rank must take the same number of steps (DDP all-reduces each one): use the smallest shard.
         n_local = len(loaders["train"].split) // dist.world_size
         self.steps_per_epoch = max(1, math.ceil(n_local / cfg.batch_size))
@@ -158,6 +160,7 @@ class Trainer:
         """Train from the current position to the end of epoch `self.epoch`; return its train metrics."""
         cfg, loader = self.cfg, self.loaders["train"]
         self.train_model.train()
+        frozen = self._apply_freeze()
         loader.set_epoch(self.epoch, self.step)
         self.on_epoch_start()
         self.progress.start_epoch(self.epoch, self.steps_per_epoch, self.step)
@@ -192,8 +195,21 @@ class Trainer:
             self._diverged()
         images = metrics["train_count"] - done_before  # this session's images, all ranks
         metrics.update(lr=self.lr, images_per_s=images / max(seconds, 1e-9), seconds=seconds)
+        if frozen is not None:
+            metrics.update(trainable_params=self.freezer.counts()[0], frozen_stages=len(frozen))
         del metrics["train_count"]
         return metrics
+
+    def _apply_freeze(self) -> list[str] | None:
+        """--freeze for this epoch (gradual unfreezing releases the top frozen stage every K epochs; frozen BN
+        stays in eval mode through the train() call above). Returns the frozen stages (None without --freeze)."""
+        if self.freezer is None:
+            return None
+        before = list(self.freezer.frozen)
+        frozen = self.freezer.set_epoch(self.epoch)
+        if frozen != before and self.cfg.l1 > 0:
+            self.l1_params = l1_weights(self.model)  # the L1 penalty follows the trainable weights
+        return frozen
 
     def evaluate(self, split: str, module: nn.Module | None = None, prefix: str | None = None) -> dict:
         """`evaluate` on one of the run's splits as {prefix}loss/acc/top5/count (prefix "<split>_")."""
