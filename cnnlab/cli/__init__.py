@@ -22,6 +22,9 @@ COMMAND_MODULES = (
     "conv",
     "explain",
     "data",
+    "runs",
+    "experiment",
+    "sweep",
 )
 
 
