@@ -136,10 +136,11 @@ class RunRecorder:
         self.close()
 
     def with_hooks(self, hooks: dict | None) -> dict:
-        """`hooks` plus this recorder's epoch_end hook (the caller's dict is not changed)."""
+        """`hooks` with this recorder's epoch_end hook first (so an epoch is recorded even when a later hook —
+        a sweep's pruner — stops the run there); the caller's dict is not changed."""
         merged = {name: list(fns) for name, fns in (hooks or {}).items()}
         if self.enabled:
-            merged.setdefault("epoch_end", []).append(self.epoch_end)
+            merged["epoch_end"] = [self.epoch_end, *merged.get("epoch_end", [])]
         return merged
 
     def close(self) -> None:
