@@ -274,7 +274,7 @@ class RunIndex:
     def run(self, ref: str) -> dict:
         """The row of a run by id, unique id prefix or directory path; ConfigError naming `ref` otherwise."""
         row = self.conn.execute("SELECT * FROM cnnlab_runs WHERE run_id = ?", (ref,)).fetchone()
-        if row is None and Path(ref).exists():
+        if row is None and ("/" in ref or Path(ref).exists()):
             row = self.conn.execute("SELECT * FROM cnnlab_runs WHERE path = ?", (str(Path(ref).resolve()),)).fetchone()
         if row is None:
             like = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
