@@ -146,9 +146,9 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
     if spec.delegate is not None:
         return _run_delegate(spec, directory, options, jobs)
     experiment_id = directory.name
-    root.mkdir(parents=True, exist_ok=True)
     plan = _load_or_make_plan(spec, directory, experiment_id, root, options, jobs)
     _check_data(plan[0].config)
+    root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(directory / PLAN_FILE, {"schema_version": SCHEMA_VERSION, "experiment": name,
                                               "experiment_id": experiment_id, "root": str(root.resolve()),
                                               "options": options, "runs": [p.to_dict() for p in plan]})

@@ -191,9 +191,10 @@ def run_sweep(cfg: SweepConfig, *, root: str | Path = "runs", storage: str | Non
               on_event: Callable[[str, dict], None] | None = None) -> SweepOutcome:
     """Work on study `cfg.study` until `cfg.n_trials` trials have finished (by any worker)."""
     root = Path(root)
-    with RunIndex(root):  # create the runs index (WAL mode) before Optuna adds its tables to the same file
-        pass
     url = storage or cfg.storage or default_storage(root)
+    if url.startswith("sqlite:///"):
+        with RunIndex(root):  # create the runs index (WAL mode) before Optuna adds its tables to the same file
+            pass
     store = make_storage(url, cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -41,7 +41,7 @@ def table_rows(spec: Experiment, result: ExperimentResult) -> tuple[list[str], l
                 row.append(fmt_value(cell.values.get(col.key), col.digits, col.spread))
         for col in published:
             value = cell.cell.published.get(col.key)
-            row.append("—" if value is None else _cell_text(value))
+            row.append("—" if value is None else str(value))  # as the lectures print it: 12.0, 3.05
         rows.append(row)
     return header, rows
 
