@@ -84,10 +84,10 @@ def _run(args) -> int:
         print(f"best: trial {b['trial']}, val_accuracy {b['value']:.4f}, {b['params']} ({b['run_dir']})")
     from pathlib import Path
 
-    from ..experiments.sweep import default_storage
+    from ..experiments.sweep import default_storage, make_storage
     from ..experiments.sweep_plots import optuna_plots, plot_best_so_far
 
-    storage = args.storage or cfg.storage or default_storage(args.root)
+    storage = make_storage(args.storage or cfg.storage or default_storage(args.root), cfg)
     out_dir = Path(args.root) / "sweeps" / cfg.study
     written = [plot_best_so_far(storage, [cfg.study], out_dir / "best.png")[0]]
     written += optuna_plots(optuna.load_study(study_name=cfg.study, storage=storage), out_dir)

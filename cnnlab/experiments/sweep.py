@@ -62,15 +62,12 @@ def make_storage(url: str, cfg: SweepConfig) -> optuna.storages.RDBStorage:
     if not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://")):
         raise ConfigError(f"--storage {url!r}: expected sqlite:///PATH or postgresql://USER@HOST[:PORT]/DB")
     if url.startswith("postgresql"):
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            raise ConfigError("--storage postgresql://…: needs psycopg2 (pip install 'cnnlab[postgres]')") from None
+        url = _postgres_driver(url)
         engine = {"pool_pre_ping": True}
     else:
         engine = {"connect_args": {"timeout": 60}}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _setup_lock(url):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine, heartbeat_interval=cfg.heartbeat_interval,
@@ -79,6 +76,41 @@ def make_storage(url: str, cfg: SweepConfig) -> optuna.storages.RDBStorage:
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors: unreachable server, bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"--storage {_safe_url(url)}: cannot open the study storage ({first})") from None
+
+
+@contextlib.contextmanager
+def _setup_lock(url: str) -> Iterator[None]:
+    """Workers starting together on an empty PostgreSQL database would create Optuna's tables at the same time
+    (and collide in PostgreSQL's catalog): they take turns under an advisory lock. SQLite serialises itself."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            key = zlib.crc32(b"cnnlab-sweep-setup")
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _postgres_driver(url: str) -> str:
+    """postgresql://… with the driver that is installed: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg
+    (version 3); cnnlab's `postgres` extra installs psycopg2."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    if url.startswith("postgresql+psycopg2://") and importlib.util.find_spec("psycopg2") is None:
+        raise ConfigError("--storage postgresql://…: needs psycopg2 (pip install 'cnnlab[postgres]')")
+    return url
 
 
 def _safe_url(url: str) -> str:
@@ -115,9 +147,21 @@ def study_lock(url: str, study: str, storage: optuna.storages.RDBStorage) -> Ite
             conn.commit()
 
 
-def build_sampler(cfg: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for an ask-and-tell loop. Its after_trial calls study.stop() once the grid is
+    covered, which only works inside study.optimize; the sweep loop stops by counting trials instead."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
+def build_sampler(cfg: SweepConfig, worker: int) -> optuna.samplers.BaseSampler:
+    """The sampler of worker number `worker`: random and TPE draw from seed + 1000·worker, so concurrent
+    workers do not repeat each other; the grid keeps the one seed, because it maps trial numbers to grid
+    points through its seeded shuffle and every worker must map them alike."""
     if cfg.sampler == "grid":
-        return optuna.samplers.GridSampler({p.name: p.grid() for p in cfg.params}, seed=seed)
+        return _GridSampler({p.name: p.grid() for p in cfg.params}, seed=cfg.seed)
+    seed = cfg.seed + 1000 * worker
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, cfg.n_trials // 3)))
@@ -171,6 +215,14 @@ def fail_dead_trials(study: optuna.Study) -> None:
                 _retry(study, t._trial_id)
 
 
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, state=None) -> bool:
+    """study.tell, unless the trial is already finished (then False)."""
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        return False
+    study.tell(trial, value, state=state)
+    return True
+
+
 def _retry(study: optuna.Study, trial_id: int) -> None:
     """Queue a failed trial again with its parameters (at most 3 times), as Optuna does for stale ones."""
     with warnings.catch_warnings():
@@ -204,7 +256,7 @@ def run_sweep(cfg: SweepConfig, *, root: str | Path = "runs", storage: str | Non
             _check_same_study(study, cfg, url)
             worker = int(study.user_attrs.get("cnnlab_workers", 0))
             study.set_user_attr("cnnlab_workers", worker + 1)
-        sampler = build_sampler(cfg, cfg.seed + 1000 * worker)  # distinct draws for concurrent workers
+        sampler = build_sampler(cfg, worker)
         study = optuna.load_study(study_name=cfg.study, storage=store, sampler=sampler, pruner=build_pruner(cfg))
     ran = []
     with RunIndex(root) as index:
@@ -278,18 +330,18 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, cfg: SweepConfig, root:
 
         train(tcfg, hooks={"epoch_end": [prune]})
         value = Run.open(run_dir).result["val_accuracy"]  # the objective, as the run recorded it
-        study.tell(trial, value)
+        _tell(study, trial, value)
         state, detail = S.COMPLETE, f"val_accuracy {value:.4f}"
     except optuna.TrialPruned as exc:
-        study.tell(trial, state=S.PRUNED)
+        _tell(study, trial, state=S.PRUNED)
         state, detail = S.PRUNED, str(exc)
     except CnnlabError as exc:  # a diverging loss, an option the model does not take: a result, counted
         trial.set_user_attr("cnnlab_error", str(exc).splitlines()[0])
-        study.tell(trial, state=S.FAIL)
+        _tell(study, trial, state=S.FAIL)
         state, detail = S.FAIL, str(exc).splitlines()[0]
     except BaseException:  # Ctrl-C, a crash: not this trial's fault; queue it again and stop
-        study.tell(trial, state=S.FAIL)
-        _retry(study, trial._trial_id)
+        if _tell(study, trial, state=S.FAIL):
+            _retry(study, trial._trial_id)
         raise
     finally:
         stop.set()
