@@ -20,7 +20,19 @@ EPILOG = """examples:
                  -m cnnlab train ...  (same command on every machine)"""
 
 
+def _lr(text: str):
+    """--lr: a number or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+
+
 def _type(f):
+    if f.metadata.get("parse") == "lr":
+        return _lr
     kind = str(f.type)
     return int if kind.startswith("int") else float if kind.startswith("float") else str
 

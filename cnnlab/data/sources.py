@@ -20,6 +20,7 @@ from .splits import stratified_split
 
 SOURCES = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
+MAX_UNNAMED_CLASSES = 100_000  # an unnamed .npz's labels 0..K-1: beyond this, K is a corrupt label, not a class
 
 
 def _size(image_size) -> tuple[int, int] | None:
@@ -191,6 +192,9 @@ def load_npz(path: Path, classes: list[str] | None = None, **kw) -> Dataset:
         top = max(top, int(data["test"][1].max(initial=0)))
     if data["classes"] is not None:
         classes = _check_classes(str(path), data["classes"], classes)
+    if not classes and top >= MAX_UNNAMED_CLASSES:
+        raise DataError(f"{path}: largest label {top}: labels are class indices 0..K-1, and without a 'classes' "
+                        f"array K is at most {MAX_UNNAMED_CLASSES:,}")
     classes = classes or [str(i) for i in range(top + 1)]
     if top >= len(classes):
         raise DataError(f"{path}: label {top} out of range for {len(classes)} classes")

@@ -243,6 +243,10 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
         model = model.to(memory_format=torch.channels_last)
     augment = build_augment(cfg, dataset)
     mean, std = dataset.channel_stats()
+    if cfg.lr == "auto":  # resumed runs saved the value found, so this runs once per run
+        cfg = cfg.replace(lr=auto_lr(cfg, model, dataset, augment, mean, std, device))
+        if dist.is_main:
+            _note(f"--lr auto: the range test picked {cfg.lr:.3g} for {cfg.model} (saved as lr in config.yaml)")
     common = dict(seed=cfg.seed, mean=mean, std=std, device=device, channels_last=cfg.channels_last,
                   rank=dist.rank, world_size=dist.world_size)
     loaders = {"train": BatchLoader(dataset.train, cfg.batch_size, shuffle=True, augment=augment, **common),
@@ -321,6 +325,15 @@ def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float
         summary["ema_test_accuracy"] = trainer.evaluate("test", trainer.ema.module)["test_acc"]
     if cfg.snapshots:
         summary["ensemble_test_accuracy"] = _ensemble_accuracy(trainer, run_dir)
+    if cfg.target_accuracy is not None:
+        summary.update({"target_accuracy": cfg.target_accuracy, "reached": trainer.target["reached"],
+                        "seconds_to_target": trainer.target.get("seconds_to_target"),
+                        "epochs_to_target": trainer.target.get("epochs_to_target")})
+    note = chance_level_note(trainer.history, trainer.model.num_classes)
+    if note:
+        summary["warning"] = note
+        if dist.is_main:
+            _note(note)
     if dist.is_main:
         runs.write_weights(run_dir, "final", final.state_dict(), metadata={"model": cfg.model, "data": cfg.data})
         if trainer.ema is not None:
@@ -329,6 +342,42 @@ def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float
         runs.write_result(run_dir, summary)
     return TrainResult(run_dir, summary["test_accuracy"], trainer.epoch, trainer.train_seconds, params, summary,
                        trainer.history, trainer.model)
+
+
+def auto_lr(cfg: TrainConfig, model: nn.Module, dataset, augment, mean, std, device) -> float:
+    """--lr auto: a 100-step range test from 1e-6 to 10 on this model and data (weights, optimizer and RNG
+    restored afterwards), suggestion by the valley rule (see lr_range). Every rank computes the same value."""
+    from ..data import BatchLoader
+    from .lr_range import range_test
+    from .optim import build_optimizer
+
+    probe_cfg = cfg.replace(lr=1e-6)
+    loader = BatchLoader(dataset.train, cfg.batch_size, shuffle=True, seed=cfg.seed, mean=mean, std=std,
+                         augment=augment, device=device, channels_last=cfg.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    result = range_test(model, build_optimizer(model, probe_cfg), loader, criterion, start_lr=1e-6, end_lr=10.0,
+                        steps=100)
+    return float(f"{result.valley:.3g}")
+
+
+def chance_level_note(history: list[dict], num_classes: int) -> str:
+    """One line when validation accuracy ended at chance level (1/K): either it never rose above it (the net
+    did not learn) or it rose and collapsed back; with the likely cause and the fix. Empty otherwise."""
+    if num_classes < 2 or not history:
+        return ""
+    chance = 1.0 / num_classes
+    final = history[-1]["val_acc"]
+    if final > chance + max(0.05, 0.5 * chance):
+        return ""
+    best_i = max(range(len(history)), key=lambda i: history[i]["val_acc"])
+    best = history[best_i]["val_acc"]
+    if best > chance + max(0.1, chance):
+        return (f"validation accuracy collapsed to chance level ({final:.3f}, chance {chance:.3f}) after reaching "
+                f"{best:.3f} in epoch {best_i + 1}: the learning rate is most likely too high late in the "
+                f"schedule; try a lower --lr, --clip-grad 1, or --early-stopping 3 to keep the best epoch")
+    return (f"validation accuracy stayed at chance level ({final:.3f}, chance {chance:.3f} for {num_classes} "
+            f"classes): the model did not learn. Most likely the learning rate does not suit this model (too high "
+            f"for a deep net without batch norm, or far too low): run `cnnlab lr-find` or try --lr 0.01")
 
 
 @torch.no_grad()

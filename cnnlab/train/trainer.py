@@ -102,6 +102,9 @@ class Trainer:
         self.stop_requested = False
         self.history: list[dict] = []
         self.train_seconds = 0.0
+        self.fit_seconds = 0.0  # wall time inside fit (training, evaluation, checkpoints), across resumes
+        self._clock: float | None = None
+        self.target: dict = {"reached": False}
         self.progress = EpochProgress(enabled=not cfg.quiet and dist.is_main, epochs=cfg.epochs)
         self.writer = MetricsWriter(run_dir, enabled=dist.is_main) if run_dir is not None else None
 
@@ -179,6 +182,9 @@ class Trainer:
             if self.stop_requested:
                 self.save_checkpoint()
                 raise TrainingInterrupted(self.run_dir, self.epoch + 1, self.step)
+            if cfg.eval_every and cfg.target_accuracy and mid_epoch and self.global_step % cfg.eval_every == 0:
+                if self.check_target(self.evaluate("val")["val_acc"]):
+                    break  # the target is reached: the epoch ends here
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         metrics = self.meter.read(reduce=True, prefix="train_")
@@ -199,11 +205,30 @@ class Trainer:
         out[f"{prefix}count"] = scores["count"]
         return out
 
+    def elapsed(self) -> float:
+        """Wall seconds spent in fit so far (this session plus the sessions before a resume)."""
+        return self.fit_seconds + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
+
+    def check_target(self, val_acc: float) -> bool:
+        """Record the moment validation top-1 first reaches --target-accuracy; True once it has."""
+        target = self.cfg.target_accuracy
+        if target is None or self.target["reached"]:
+            return self.target["reached"]
+        if val_acc >= target:
+            self.target = {"reached": True, "seconds_to_target": round(self.elapsed(), 3),
+                           "epochs_to_target": round(self.global_step / self.steps_per_epoch, 3),
+                           "val_accuracy_at_target": val_acc}
+            self.progress.log(f"target val accuracy {target:g} reached ({val_acc:.4f}) after "
+                              f"{self.target['seconds_to_target']:.1f} s, {self.target['epochs_to_target']:g} epochs")
+        return self.target["reached"]
+
     def fit(self) -> list[dict]:
-        """Epochs from the current position to cfg.epochs (or an early stop); returns the epoch records."""
+        """Epochs from the current position to cfg.epochs (or an early stop, or the target accuracy); returns
+        the epoch records."""
         cfg = self.cfg
+        self._clock = time.perf_counter()
         with self.progress, _stop_on_sigint(self):
-            while self.epoch < cfg.epochs and not self._patience_exhausted():
+            while self.epoch < cfg.epochs and not self._patience_exhausted() and not self.target["reached"]:
                 record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
                 record.update(self.evaluate("val"))
                 if self.ema is not None:
@@ -212,6 +237,7 @@ class Trainer:
                 monitored = record[("ema_" if cfg.ema_eval else "") + cfg.monitor]
                 self.schedule.epoch_end(monitored, higher_is_better=cfg.monitor == "val_acc")
                 stop = self._early_stopping(monitored)
+                reached = self.check_target(record["val_acc"])
                 self._snapshot()
                 self.epoch, self.step = self.epoch + 1, 0
                 self.meter = Meter(self.device)
@@ -226,6 +252,9 @@ class Trainer:
                     self.progress.log(f"early stopping after epoch {self.epoch}: best {cfg.monitor} "
                                       f"{self.best['value']:.4f} at epoch {self.best['epoch']}")
                     break
+                if reached:
+                    break
+        self.fit_seconds, self._clock = self.elapsed(), None
         if self.best_weights is not None:
             self.eval_module().load_state_dict(self.best_weights)  # early stopping: back to the best epoch
         if self.writer is not None:
@@ -295,7 +324,8 @@ class Trainer:
                  "ema_updates": self.ema.updates if self.ema is not None else 0,
                  "rng": ckpt.rng_state(), "meter": self.meter.state(), "best": dict(self.best),
                  "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                 "train_seconds": self.train_seconds, "threads": torch.get_num_threads()}
+                 "train_seconds": self.train_seconds, "threads": torch.get_num_threads(),
+                 "fit_seconds": self.elapsed(), "target": dict(self.target)}
         ckpt.save_checkpoint(self.run_dir, weights, state, self.global_step)
         self.on_checkpoint()
 
@@ -317,6 +347,8 @@ class Trainer:
         # epoch metrics count no sample twice.
         self.meter.load(state["meter"] if self.dist.is_main else torch.zeros_like(state["meter"]))
         self.train_seconds = float(state["train_seconds"])
+        self.fit_seconds = float(state.get("fit_seconds", self.train_seconds))
+        self.target = dict(state.get("target", {"reached": False}))
         if not self.cfg.threads and "threads" in state:
             # Bitwise resume needs the same reductions, so the same thread count as the interrupted run.
             torch.set_num_threads(int(state["threads"]))
