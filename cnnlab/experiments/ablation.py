@@ -4,7 +4,7 @@ resized, error against the change."""
 
 from __future__ import annotations
 
-from .plots import new_figure, save
+from .plots import data_name, new_figure, save
 from .spec import Cell, Column, Experiment, last_train_error, params, test_error, val_error
 
 
@@ -60,7 +60,7 @@ def plot(result, path) -> None:
     measured = [np.nan if c.mean("val_error") is None or b is None else c.mean("val_error") - b for c in cells]
     zf_base = base.cell.published["val_error"]
     zf = [c.cell.published["val_error"] - (38.4 if c.cell.key == "conv-wide" else zf_base) for c in cells]
-    ax.bar(x - 0.2, measured, 0.4, label=f"measured ({result.options.get('data') or 'digits'}, val error)")
+    ax.bar(x - 0.2, measured, 0.4, label=f"measured ({data_name(result)}, val error)")
     ax.bar(x + 0.2, zf, 0.4, label="Zeiler & Fergus (ImageNet, val top-1)", color="0.6")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x)

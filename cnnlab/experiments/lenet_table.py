@@ -3,7 +3,7 @@ LeNet300 with an output layer only, one and two hidden FC layers, against LeNet-
 
 from __future__ import annotations
 
-from .plots import grouped_bars, new_figure, save
+from .plots import data_name, grouped_bars, new_figure, save
 from .spec import Cell, Column, Experiment, params, test_error
 
 CELLS = (
@@ -25,7 +25,7 @@ def plot(result, path) -> None:
     labels = [c.cell.key for c in result.cells]
     means = [c.mean("test_error") for c in result.cells]
     stds = [(c.values.get("test_error") or {}).get("std") for c in result.cells]
-    grouped_bars(ax, labels, [(f"measured ({result.options.get('data') or 'digits'})", means, stds)],
+    grouped_bars(ax, labels, [(f"measured ({data_name(result)})", means, stds)],
                  "test error (%)", [c.cell.published.get("test_error") for c in result.cells], "lectures (MNIST)")
     ax.set_title("LeNet300 against convolutional LeNets")
     save(fig, path)

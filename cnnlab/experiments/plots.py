@@ -22,6 +22,12 @@ def save(fig, path: Path) -> None:
     fig.savefig(path, format="png", dpi=100)
 
 
+def data_name(result) -> str:
+    """The dataset the runs trained on, short: a name, or a file's name without its folders."""
+    data = result.options.get("data") or "digits"
+    return Path(data).name if "/" in data else data
+
+
 def grouped_bars(ax, labels: list[str], series: list[tuple[str, list, list | None]], ylabel: str,
                  published: list | None = None, published_label: str = "lectures") -> None:
     """Bars per label for each (name, means, stds) series; the lectures' figures as black diamonds."""

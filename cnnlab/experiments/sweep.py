@@ -80,10 +80,12 @@ def make_storage(url: str, cfg: SweepConfig) -> optuna.storages.RDBStorage:
 
 @contextlib.contextmanager
 def _setup_lock(url: str) -> Iterator[None]:
-    """Workers starting together on an empty PostgreSQL database would create Optuna's tables at the same time
-    (and collide in PostgreSQL's catalog): they take turns under an advisory lock. SQLite serialises itself."""
-    if not url.startswith("postgresql"):
-        yield
+    """Workers starting together on an empty database would create Optuna's tables at the same time and
+    collide ("table studies already exists"): they take turns, under a file lock beside a SQLite file or a
+    PostgreSQL advisory lock."""
+    if url.startswith("sqlite:///"):
+        with _file_lock(Path(url[len("sqlite:///"):]).parent / ".sweep-setup.lock"):
+            yield
         return
     import sqlalchemy
 
@@ -121,19 +123,28 @@ def _safe_url(url: str) -> str:
 
 
 @contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created if needed), held for the block."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create the sweep's lock file ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def study_lock(url: str, study: str, storage: optuna.storages.RDBStorage) -> Iterator[None]:
     """A lock all workers of `study` share: flock on a file beside a SQLite database (its workers are on one
     machine), a PostgreSQL session advisory lock otherwise."""
     if url.startswith("sqlite:///"):
-        import fcntl
-
-        path = Path(url[len("sqlite:///"):]).parent / f".sweep-{zlib.crc32(study.encode()):08x}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _file_lock(Path(url[len("sqlite:///"):]).parent / f".sweep-{zlib.crc32(study.encode()):08x}.lock"):
             yield
-        finally:
-            os.close(fd)
         return
     from sqlalchemy import text
 
