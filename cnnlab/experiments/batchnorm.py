@@ -63,7 +63,7 @@ EXPERIMENT = Experiment(
              Column("test_error", "test error %", test_error)),
     base={"data": "digits", "image_size": 16, "epochs": 10, "schedule": "constant", "momentum": 0.9,
           "nesterov": False, "label_smoothing": 0.0},
-    quick={"epochs": 1, "limit_per_class": 20},
+    quick={"epochs": 2, "limit_per_class": 20},
     quick_cells=("nobn-lr0.01", "nobn-lr2", "bn-lr0.01", "bn-lr2"),
     note="the lectures give no numbers; Ioffe & Szegedy trained Inception on ImageNet with 5× and 30× the "
          "usual rate. Here a 3-conv net on the digits (16x16) with He initialisation; a run whose loss "
