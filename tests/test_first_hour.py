@@ -191,7 +191,7 @@ def test_notation_runs_get_short_readable_distinct_folder_names(tmp_path):
     assert na.split("-", 2)[2].startswith("conv3-8-relu-maxpool2")
     proc = cnnlab("train", a, "--epochs", "1", "--threads", "1", "--quiet", "--limit-per-class", "5", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    (made,) = (tmp_path / "runs").iterdir()
+    (made,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]  # beside runs/index.sqlite
     assert "conv3-8-relu-maxpool2" in made.name and "__" not in made.name
 
 

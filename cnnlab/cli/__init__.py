@@ -31,6 +31,9 @@ COMMAND_MODULES = (
     "features",
     "probe",
     "transfer_study",
+    "runs",
+    "experiment",
+    "sweep",
 )
 
 

@@ -313,16 +313,32 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                                   model_options=model_options(cfg), mean=mean, std=std,
                                   params=sum(p.numel() for p in model.parameters()),
                                   split_sizes={k: len(getattr(dataset, k)) for k in ("train", "val", "test")})
+        recorder = None
+        if dist.is_main:  # the runs index (RUNS_ROOT/index.sqlite) follows the run: running → finished/failed
+            from ..tracking.record import RunRecorder
+
+            recorder = RunRecorder(run_dir, cfg)
+            recorder.started(model, dataset.image_shape, resumed=run is not None,
+                             history=run.metrics if run is not None else None)
+            hooks = recorder.with_hooks(hooks)
         trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
-        if run is not None and ckpt.latest_info(run_dir) is not None:
-            trainer.load_checkpoint(run_dir)
-        # else: a run killed before its first checkpoint starts again from step 0 with its saved config
-        if dist.is_main and "init" in transfer:
-            runs.write_init_report(run_dir, transfer["init"])
-        trainer.fit()
-        if cfg.init and "init" not in transfer:  # resumed from a checkpoint: the report saved when it started
-            transfer["init"] = runs.read_init_report(run_dir)
-        return _finish(cfg, trainer, run_dir, dist, wall, transfer)
+        try:
+            if run is not None and ckpt.latest_info(run_dir) is not None:
+                trainer.load_checkpoint(run_dir)
+            # else: a run killed before its first checkpoint starts again from step 0 with its saved config
+            if dist.is_main and "init" in transfer:
+                runs.write_init_report(run_dir, transfer["init"])
+            trainer.fit()
+            if cfg.init and "init" not in transfer:  # resumed from a checkpoint: the report saved when it started
+                transfer["init"] = runs.read_init_report(run_dir)
+            result = _finish(cfg, trainer, run_dir, dist, wall, transfer)
+        except BaseException as exc:
+            if recorder is not None:
+                recorder.failed(exc)
+            raise
+        if recorder is not None:
+            recorder.finished(result.summary)
+        return result
 
 
 def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float,
