@@ -7,13 +7,14 @@ Kept free of torch imports so that `cnnlab --help` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..data.folder import RESIZE_POLICIES
 from ..errors import ConfigError
+from ..utils.limits import check_text_file, short_text
+from ..utils.safe_yaml import DocumentTooLarge, load_json, load_yaml
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "exponential", "cosine", "onecycle", "cyclic", "warmup")
@@ -183,12 +184,13 @@ def read_config_file(path: str | Path) -> dict:
     import yaml
 
     path = Path(path)
+    check_text_file(path, "config file")  # not /dev/zero, a pipe or a huge file: read without end
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
     try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        values = load_json(text) if path.suffix == ".json" else load_yaml(text)  # safe: no tags, no bombs
     except (ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: not valid YAML/JSON ({first})") from None
@@ -230,7 +232,8 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
                 raise TypeError
             return dict(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got {value!r}") from None
+        raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got "
+                          f"{short_text(repr(value))}") from None
     return value
 
 
@@ -244,7 +247,9 @@ def parse_model_opts(items: list[str]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--model-opt expects KEY=VALUE, got {item!r}")
         try:
-            opts[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            opts[key.strip()] = load_yaml(raw) if raw.strip() else ""
+        except DocumentTooLarge as exc:
+            raise ConfigError(f"--model-opt {key.strip()}: {exc}") from None
         except yaml.YAMLError:
             opts[key.strip()] = raw
     return opts
