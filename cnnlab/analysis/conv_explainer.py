@@ -8,7 +8,6 @@ Arithmetic uses exact fractions, so a filter of -1/2 entries gives exactly -1, n
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from ..errors import ConfigError, GeometryError
 from ..layers import conv_output_size
 from ..utils.limits import check_text_file
+from ..utils.safe_yaml import load_json
 from .receptive_field import fits
 
 # Hand-exercise caps: each multiply-add is an exact fraction and a written-out step (~7 us, ~1 KB on 2 cores).
@@ -91,7 +91,7 @@ def load_volume(spec: str, what: str = "input") -> Volume:
             raise ConfigError(f"{path}: cannot read it as text ({_first_line(exc)})") from None
         if path.suffix.lower() == ".json":
             try:
-                obj = json.loads(text)
+                obj = load_json(text)  # nesting too deep for the parser: a ValueError
             except ValueError as exc:
                 raise ConfigError(f"{path}: not valid JSON ({exc})") from None
             return _from_nested(obj, f"{what} ({path})")

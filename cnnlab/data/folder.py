@@ -264,6 +264,9 @@ def read_npz(path: Path) -> dict:
             x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
         if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
             raise DataError(f"{path}: {yk} must hold non-negative integer class indices")
+        if x.shape[1] not in (1, 3, 4):  # not grey, RGB or RGBA: slicing off channels would be a silent guess
+            raise DataError(f"{path}: {xk} has shape {x.shape}, {x.shape[1]} channels; expected 1 (grey), 3 (RGB) "
+                            f"or 4 (RGBA, alpha dropped)")
         out[split] = (np.ascontiguousarray(x[:, :3]), y.astype(np.int64))
     out["classes"] = [str(c) for c in data["classes"]] if "classes" in data else None
     return out

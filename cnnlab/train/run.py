@@ -179,7 +179,7 @@ def check_classes(cfg: TrainConfig, dataset) -> None:
     from ..utils.limits import short_text
 
     if dataset.num_classes < 2:
-        where = cfg.data if cfg.data in SOURCES else short_text(cfg.data)
+        where = cfg.data if cfg.data in SOURCES else short_text(cfg.data, 300)
         raise DataError(f"{where}: a single class ({short_text(dataset.classes[0], 40)!r}); a classifier needs "
                         f"at least 2 classes")
 
@@ -189,7 +189,7 @@ def check_trainable(cfg: TrainConfig, dataset) -> None:
     single class, and a model whose training state (weights, gradients, optimizer slots, EMA copy and one
     batch's activations, float32) would need more memory than the machine has."""
     from ..models.footprint import activation_elements, check_buildable, state_bytes
-    from ..utils.limits import check_memory, short_text
+    from ..utils.limits import check_memory, short_int, short_text
 
     check_classes(cfg, dataset)
     c, h, w = dataset.image_shape
@@ -199,9 +199,10 @@ def check_trainable(cfg: TrainConfig, dataset) -> None:
         return
     slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2, "adamw": 2}.get(cfg.optimizer, 2)
     weights = state_bytes(model) * (2 + slots + int(cfg.ema))
-    activations = activation_elements(model, (c, h, w)) * 4 * 2 * cfg.batch_size
-    check_memory(weights + activations, f"training {short_text(cfg.model)!r} on {c}x{h}x{w} images with batch "
-                                        f"size {cfg.batch_size}")
+    batch = min(cfg.batch_size, len(dataset.train))  # a batch is never larger than the training split
+    activations = activation_elements(model, (c, h, w)) * 4 * 2 * batch
+    check_memory(weights + activations, f"training {short_text(cfg.model)!r} on {c}x{h}x{w} images in batches "
+                                        f"of {short_int(batch)}")
 
 
 def build(cfg: TrainConfig, dataset) -> nn.Module:
