@@ -76,8 +76,8 @@ def check_zip(zf: zipfile.ZipFile, dest: Path, archive: Path) -> list[zipfile.Zi
     for info in members:
         mode = info.external_attr >> 16
         link = zf.read(info).decode("utf-8", "replace") if stat.S_ISLNK(mode) else None
-        kind = "symlink" if link is not None else ("special" if mode and not (stat.S_ISREG(mode) or
-                                                                             stat.S_ISDIR(mode)) else "file")
+        special = stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))  # no type bits: a file
+        kind = "symlink" if link is not None else ("special" if special else "file")
         problem = member_problem(info.filename, dest, link=link, kind=kind)
         if problem:
             raise DataError(f"{archive}: member {info.filename[:120]!r} {problem}; the archive is refused "
