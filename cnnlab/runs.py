@@ -12,8 +12,12 @@ A run directory (schema_version 1) holds:
     model_raw.safetensors        with --ema --ema-eval: the raw weights (final = EMA)
     model_ema.safetensors        with --ema: the EMA weights (final = raw)
     snapshots/snapshot-K.safetensors   with --snapshots M
+    eval/<what>/     `cnnlab eval`'s files by default (format owned by cnnlab.eval.report)
     checkpoints/     the exact training state (format owned by cnnlab.train.checkpoint)
     result.json      {"schema_version": 1, "test_accuracy", ...}
+    report.html      the run's self-contained report page (cnnlab.viz.report; `cnnlab report`)
+    viz/<kind>-<what>.png        pictures `cnnlab viz` draws (filters-<layer>, gradcam-<image>-<layer>, ...)
+    init.json        with --init: what loading the weights did (loaded / missing / unexpected / reshaped keys)
     .lock            held (flock) by the process writing the run
 
 A run written before schema versions existed is version 0: the same files without "schema_version", and it
@@ -44,8 +48,8 @@ if TYPE_CHECKING:  # torch is imported lazily: opening a run to read its config 
 SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "config.yaml", "classes.json", "metrics.jsonl", "model.safetensors",
              "model_raw.safetensors", "model_ema.safetensors", "model_best.safetensors", "result.json",
-             "report.html")
-RUN_DIRS = ("checkpoints", "snapshots", "tensorboard")
+             "report.html", "init.json")
+RUN_DIRS = ("checkpoints", "snapshots", "tensorboard", "viz", "eval")
 WEIGHT_KINDS = ("final", "best", "raw", "ema", "snapshot:K")
 LOCK = ".lock"
 
@@ -205,6 +209,20 @@ def write_result(run_dir: Path, result: dict) -> None:
     write_json_atomic(run_dir / "result.json", {"schema_version": SCHEMA_VERSION, **result})
 
 
+def write_init_report(run_dir: Path, report: dict) -> None:
+    """init.json: what --init loaded into the model when the run started (kept for its result.json on resume)."""
+    write_json_atomic(run_dir / "init.json", {"schema_version": SCHEMA_VERSION, **report})
+
+
+def read_init_report(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / "init.json"
+    if not path.is_file():
+        return None
+    report = read_json(path)
+    report.pop("schema_version", None)
+    return report
+
+
 class MetricsWriter:
     """Append one JSON object per epoch to metrics.jsonl (flushed + fsync'ed: a kill loses no epoch) and mirror
     the numbers to TensorBoard when `torch.utils.tensorboard` imports."""
@@ -249,6 +267,15 @@ class MetricsWriter:
             self.tb.close()
 
 
+def eval_dir(run_dir: str | Path, split: str, weights: str, tta: str | None = None, ensemble: bool = False,
+             data: str | None = None) -> Path:
+    """RUN/eval/<split>-<weights>[-<tta>][-ensemble][-on-<data>]: where `cnnlab eval` writes by default."""
+    parts = [split, weights.replace(":", "")] + ([tta] if tta else []) + (["ensemble"] if ensemble else [])
+    if data:
+        parts.append("on-" + run_slug(Path(data).stem if ("/" in data or os.sep in data) else data, 24))
+    return Path(run_dir) / "eval" / "-".join(parts)
+
+
 # --- reading ---------------------------------------------------------------------------------------------------
 
 def weights_path(run_dir: str | Path, kind: str) -> Path:
@@ -259,6 +286,17 @@ def weights_path(run_dir: str | Path, kind: str) -> Path:
     if m:
         return run_dir / "snapshots" / f"snapshot-{int(m.group(1))}.safetensors"
     raise ConfigError(f"--weights {kind!r}: expected one of {', '.join(WEIGHT_KINDS)}")
+
+
+def viz_path(run_dir: str | Path, *parts: str) -> Path:
+    """RUN/viz/<part>-<part>....png, each part made file-name safe: where `cnnlab viz` writes a picture."""
+    safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", str(p)).strip("_") or "x" for p in parts]
+    return Path(run_dir) / "viz" / ("-".join(safe) + ".png")
+
+
+def report_path(run_dir: str | Path) -> Path:
+    """RUN/report.html: the run's report page."""
+    return Path(run_dir) / "report.html"
 
 
 def read_json(path: Path) -> dict:
@@ -445,14 +483,16 @@ def resolve_model_spec(spec: str, input_size: tuple[int, int, int] | None = None
                        meta: bool = True):
     """(model, display name, (C, H, W)) for MODEL as a user types it: a saved run directory (its own
     options, input size and class count), a registered name or a notation string. Analysis-only: the
-    model is built on the meta device where possible and carries no trained weights."""
+    model is built on the meta device where possible and carries no trained weights. Notation is analysed as
+    written: no classifier the user did not write (see analysis.as_written)."""
+    from .analysis.as_written import written_notation
     from .analysis.resolve import resolve_model
 
-    if Path(spec).is_dir():
+    if spec.strip() and Path(spec).is_dir():
         run = Run.open(spec)
         pre = run.preprocess
         size = input_size or (pre.channels, *pre.image_size)
         model, _, size = resolve_model(run.config.model, size, num_classes or run.num_classes, meta,
                                        options=run.model_options)
         return model, f"{run.config.model} ({spec})", size
-    return resolve_model(spec, input_size, num_classes, meta)
+    return written_notation(spec, input_size, num_classes) or resolve_model(spec, input_size, num_classes, meta)

@@ -252,9 +252,20 @@ def read_npz(path: Path) -> dict:
         if xk not in data:
             continue
         x, y = data[xk], data.get(yk)
-        if y is None or y.ndim != 1 or len(y) != len(x):
+        if y is not None and y.ndim != 1:
+            raise DataError(f"{path}: {yk} must be 1-D (one class index per image), got shape {y.shape}")
+        if x.ndim == 0 or len(x) == 0:
+            raise DataError(f"{path}: {xk} holds no images")
+        if y is None or len(y) != len(x):
             raise DataError(f"{path}: {xk} holds {len(x)} images but {yk} holds "
                             f"{'no' if y is None else len(y)} labels")
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {xk} must hold real pixel values (uint8 0..255 or floats), got dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DataError(f"{path}: {xk} holds non-finite pixel values (nan or inf)")
+        if x.dtype != np.uint8 and x.size and (x.min() < 0 or x.max() > 255):
+            raise DataError(f"{path}: {xk} pixel values must be in 0..255 (or floats in 0..1), got "
+                            f"{x.min()}..{x.max()}")
         if x.ndim == 3:
             x = x[:, None]
         elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3):
@@ -271,5 +282,9 @@ def read_npz(path: Path) -> dict:
             raise DataError(f"{path}: {xk} has shape {x.shape}, {x.shape[1]} channels; expected 1 (grey), 3 (RGB) "
                             f"or 4 (RGBA, alpha dropped)")
         out[split] = (np.ascontiguousarray(x[:, :3]), y.astype(np.int64))
+    if out["test"] is not None and out["test"][0].shape[1:] != out["train"][0].shape[1:]:
+        shape = "x".join(map(str, out["train"][0].shape[1:]))
+        raise DataError(f"{path}: x_test images are {'x'.join(map(str, out['test'][0].shape[1:]))} (CxHxW) but "
+                        f"x's are {shape}: both splits must have one image size")
     out["classes"] = [str(c) for c in data["classes"]] if "classes" in data else None
     return out

@@ -97,10 +97,14 @@ def load_data(cfg: TrainConfig, classes: list[str] | None = None):
     options name); `classes` (a run's saved class list) fixes the labels so a resumed or evaluated run
     reads the data as it was trained."""
     from ..data import load_dataset
+    from .finetune import data_geometry
 
-    dataset = load_dataset(cfg.data, image_size=cfg.image_size, channels=cfg.channels, seed=cfg.seed,
+    size, channels, crop = data_geometry(cfg)  # published --init weights: 256 resize, 224 crop, RGB
+    dataset = load_dataset(cfg.data, image_size=size, channels=channels, seed=cfg.seed,
                            data_dir=cfg.data_dir, offline=cfg.offline, limit_per_class=cfg.limit_per_class,
                            resize=cfg.resize, classes=classes)
+    if crop:
+        _centre_crop(dataset, crop)
     if cfg.pad:
         from ..data.dataset import Split
 
@@ -109,6 +113,18 @@ def load_data(cfg: TrainConfig, classes: list[str] | None = None):
             split = getattr(dataset, name)
             setattr(dataset, name, Split(torch.nn.functional.pad(split.images, p), split.labels))
     return dataset
+
+
+def _centre_crop(dataset, size: int) -> None:
+    """Crop every split's images to their central size×size pixels (in place of the dataset's splits)."""
+    from ..data.dataset import Split
+
+    for name in ("train", "val", "test"):
+        split = getattr(dataset, name)
+        h, w = split.images.shape[2:]
+        top, left = (h - size) // 2, (w - size) // 2
+        images = split.images[:, :, top:top + size, left:left + size].contiguous()
+        setattr(dataset, name, Split(images, split.labels))
 
 
 def fit_input(cfg: TrainConfig, dataset) -> tuple[TrainConfig, str]:
@@ -205,13 +221,23 @@ def check_trainable(cfg: TrainConfig, dataset) -> None:
                                         f"of {short_int(batch)}")
 
 
-def build(cfg: TrainConfig, dataset) -> nn.Module:
-    """The model --model names, shaped for the dataset's images and classes."""
+def build(cfg: TrainConfig, dataset, *, init=True, report: dict | None = None, notes: bool = True) -> nn.Module:
+    """The model --model names, shaped for the dataset's images and classes; started from the --init weights
+    and with its --freeze stages frozen (cnnlab.train.finetune). `init`: the weights already read
+    (finetune.read_init_weights), True to read them here, False not to load them (a resumed run's checkpoint
+    holds its weights). `report` receives what loading and freezing did."""
     from ..models import build_model
+    from .finetune import prepare_model, read_init_weights
 
     c, h, w = dataset.image_shape
-    return build_model(cfg.model, num_classes=dataset.num_classes, in_channels=c, input_size=(h, w),
-                       **model_options(cfg))
+    model = build_model(cfg.model, num_classes=dataset.num_classes, in_channels=c, input_size=(h, w),
+                        **model_options(cfg))
+    if cfg.init and init is True:
+        init = read_init_weights(cfg)
+    info = prepare_model(model, cfg, dataset, init if cfg.init and init is not False else None, notes)
+    if report is not None:
+        report.update(info)
+    return model
 
 
 RESUME_OVERRIDES = ("quiet", "threads", "device")  # how a run is shown or where it runs, not what it computes
@@ -259,11 +285,21 @@ def _note(message: str) -> None:
 def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResult:
     from .. import runs
     from ..data import BatchLoader
+    from . import finetune
 
     set_threads(cfg, dist)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
+    finetune.check_distributed(cfg, dist)
+    init = None  # --init: read before the data (fails fast); a resumed run with a checkpoint does not need it
+    if cfg.init and (run is None or ckpt.latest_info(run.path) is None):
+        init = finetune.read_init_weights(cfg)
+    if run is None:
+        cfg, note = finetune.with_published_options(cfg)
+        for line in (note, finetune.preprocessing_note(cfg)):
+            if line and dist.is_main:
+                _note(line)
     dataset = load_data(cfg, run.classes if run is not None else None)
     check_classes(cfg, dataset)
     if run is None:
@@ -274,11 +310,16 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
             cfg = fitted
             dataset = load_data(cfg)
     check_trainable(cfg, dataset)
-    model = build(cfg, dataset).to(device)
+    transfer: dict = {}
+    model = build(cfg, dataset, init=init or False, report=transfer, notes=dist.is_main).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     augment = build_augment(cfg, dataset)
-    mean, std = dataset.channel_stats()
+    mean, std = finetune.normalisation(cfg, dataset, init, run)
+    if cfg.lr == "auto":  # resumed runs saved the value found, so this runs once per run
+        cfg = cfg.replace(lr=auto_lr(cfg, model, dataset, augment, mean, std, device))
+        if dist.is_main:
+            _note(f"--lr auto: the range test picked {cfg.lr:.3g} for {cfg.model} (saved as lr in config.yaml)")
     common = dict(seed=cfg.seed, mean=mean, std=std, device=device, channels_last=cfg.channels_last,
                   rank=dist.rank, world_size=dist.world_size)
     loaders = {"train": BatchLoader(dataset.train, cfg.batch_size, shuffle=True, augment=augment, **common),
@@ -309,17 +350,34 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                                   model_options=model_options(cfg), mean=mean, std=std,
                                   params=sum(p.numel() for p in model.parameters()),
                                   split_sizes={k: len(getattr(dataset, k)) for k in ("train", "val", "test")})
+        recorder = None
+        if dist.is_main:  # the runs index (RUNS_ROOT/index.sqlite) follows the run: running → finished/failed
+            from ..tracking.record import RunRecorder
+
+            recorder = RunRecorder(run_dir, cfg)
+            recorder.started(model, dataset.image_shape, resumed=run is not None,
+                             history=run.metrics if run is not None else None)
+            hooks = recorder.with_hooks(hooks)
+        trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
         try:
-            trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
             if run is not None and ckpt.latest_info(run_dir) is not None:
                 trainer.load_checkpoint(run_dir)
             # else: a run killed before its first checkpoint starts again from step 0 with its saved config
+            if dist.is_main and "init" in transfer:
+                runs.write_init_report(run_dir, transfer["init"])
             trainer.fit()
-            return _finish(cfg, trainer, run_dir, dist, wall)
-        except OSError as exc:
-            if exc.errno not in DISK_FULL:
-                raise
-            raise RunWriteError(_write_failed(exc, run_dir)) from None
+            if cfg.init and "init" not in transfer:  # resumed from a checkpoint: the report saved when it started
+                transfer["init"] = runs.read_init_report(run_dir)
+            result = _finish(cfg, trainer, run_dir, dist, wall, transfer)
+        except BaseException as exc:
+            if recorder is not None:
+                recorder.failed(exc)
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                raise RunWriteError(_write_failed(exc, run_dir)) from None
+            raise
+        if recorder is not None:
+            recorder.finished(result.summary)
+        return result
 
 
 class RunWriteError(CnnlabError):
@@ -339,7 +397,8 @@ def _write_failed(exc: OSError, run_dir: Path) -> str:
             f"free some space, then `cnnlab train --resume {run_dir}`")
 
 
-def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float) -> TrainResult:
+def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float,
+            transfer: dict | None = None) -> TrainResult:
     """Score the kept weights on the test split, write the weights and result.json."""
     from .. import runs
 
@@ -364,6 +423,16 @@ def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float
         summary["ema_test_accuracy"] = trainer.evaluate("test", trainer.ema.module)["test_acc"]
     if cfg.snapshots:
         summary["ensemble_test_accuracy"] = _ensemble_accuracy(trainer, run_dir)
+    if cfg.target_accuracy is not None:
+        summary.update({"target_accuracy": cfg.target_accuracy, "reached": trainer.target["reached"],
+                        "seconds_to_target": trainer.target.get("seconds_to_target"),
+                        "epochs_to_target": trainer.target.get("epochs_to_target")})
+    note = chance_level_note(trainer.history, trainer.model.num_classes)
+    if note:
+        summary["warning"] = note
+        if dist.is_main:
+            _note(note)
+    summary.update({k: v for k, v in (transfer or {}).items() if v is not None})  # --init / --freeze reports
     if dist.is_main:
         runs.write_weights(run_dir, "final", final.state_dict(), metadata={"model": cfg.model, "data": cfg.data})
         if trainer.ema is not None:
@@ -372,6 +441,42 @@ def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float
         runs.write_result(run_dir, summary)
     return TrainResult(run_dir, summary["test_accuracy"], trainer.epoch, trainer.train_seconds, params, summary,
                        trainer.history, trainer.model)
+
+
+def auto_lr(cfg: TrainConfig, model: nn.Module, dataset, augment, mean, std, device) -> float:
+    """--lr auto: a 100-step range test from 1e-6 to 10 on this model and data (weights, optimizer and RNG
+    restored afterwards), suggestion by the valley rule (see lr_range). Every rank computes the same value."""
+    from ..data import BatchLoader
+    from .lr_range import range_test
+    from .optim import build_optimizer
+
+    probe_cfg = cfg.replace(lr=1e-6)
+    loader = BatchLoader(dataset.train, cfg.batch_size, shuffle=True, seed=cfg.seed, mean=mean, std=std,
+                         augment=augment, device=device, channels_last=cfg.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    result = range_test(model, build_optimizer(model, probe_cfg), loader, criterion, start_lr=1e-6, end_lr=10.0,
+                        steps=100)
+    return float(f"{result.valley:.3g}")
+
+
+def chance_level_note(history: list[dict], num_classes: int) -> str:
+    """One line when validation accuracy ended at chance level (1/K): either it never rose above it (the net
+    did not learn) or it rose and collapsed back; with the likely cause and the fix. Empty otherwise."""
+    if num_classes < 2 or not history:
+        return ""
+    chance = 1.0 / num_classes
+    final = history[-1]["val_acc"]
+    if final > chance + max(0.05, 0.5 * chance):
+        return ""
+    best_i = max(range(len(history)), key=lambda i: history[i]["val_acc"])
+    best = history[best_i]["val_acc"]
+    if best > chance + max(0.1, chance):
+        return (f"validation accuracy collapsed to chance level ({final:.3f}, chance {chance:.3f}) after reaching "
+                f"{best:.3f} in epoch {best_i + 1}: the learning rate is most likely too high late in the "
+                f"schedule; try a lower --lr, --clip-grad 1, or --early-stopping 3 to keep the best epoch")
+    return (f"validation accuracy stayed at chance level ({final:.3f}, chance {chance:.3f} for {num_classes} "
+            f"classes): the model did not learn. Most likely the learning rate does not suit this model (too high "
+            f"for a deep net without batch norm, or far too low): run `cnnlab lr-find` or try --lr 0.01")
 
 
 @torch.no_grad()

@@ -17,6 +17,25 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 TMP_SUFFIX = ".tmp"
 
 
+def check_output_file(path: str | os.PathLike, option: str) -> Path:
+    """`path` as a file the user asked us to write (e.g. `--out samples.png`), checked before any work: not
+    an existing folder, and its nearest existing parent a writable folder. Creates nothing; raises a
+    one-line ConfigError naming the option."""
+    from ..errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write into {parent} (permission denied)")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsync'ed and renamed onto `path`.
