@@ -100,18 +100,20 @@ def test_eight_trials_fill_the_leaderboard_and_the_median_pruner_stops_the_weak(
 def test_a_killed_sweep_resumes_its_study(tmp_path, capsys):
     root = tmp_path / "runs"
     cfg = _write(tmp_path / "s.yaml", study="resume", sampler="random", trials=3, seed=1, pruner="none",
-                 heartbeat_interval=1, grace_period=600, train={**TRAIN, "epochs": 4},
+                 heartbeat_interval=1, grace_period=600, train={**TRAIN, "epochs": 40},
                  space={"lr": {"low": 0.01, "high": 0.3, "log": True}})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", "--config", str(cfg), "--root", str(root)],
                             env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:  # kill it once trial 1 is training
+        # Kill it once trial 1 is training: its first epoch is written and 39 are to come, which on a fast
+        # machine is still a second or more, far longer than the 20 ms poll (4 epochs raced a fast CI machine).
+        while time.time() < deadline:
             if (root / "resume-t0001" / "metrics.jsonl").is_file():
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.2)
+            time.sleep(0.02)
         else:
             pytest.fail("trial 1 did not start within 180 s")
         proc.send_signal(signal.SIGKILL)
