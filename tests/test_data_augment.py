@@ -248,7 +248,10 @@ def test_loader_with_augment_is_resumable_bitwise():
     batches = list(full)
     resumed = BatchLoader(ds.train, 8, shuffle=True, seed=3, mean=mean, std=std, augment=aug)
     resumed.set_epoch(2, start_step=4)
-    for (a, la), (b, lb) in zip(batches[4:], resumed):
+    rest = list(resumed)
+    # zip() stops at the shorter side: without these counts an empty or short resumed epoch would pass.
+    assert len(batches) == 7 and len(rest) == len(batches) - 4  # 50 images at batch 8: 7 steps, 3 left after 4
+    for (a, la), (b, lb) in zip(batches[4:], rest, strict=True):
         assert torch.equal(a, b) and torch.equal(la, lb)
 
 

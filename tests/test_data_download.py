@@ -134,3 +134,37 @@ def test_malformed_response_falls_through_to_next_mirror(server, tmp_path):
     with pytest.raises(DataError, match="g.bin: download failed from every mirror.*BadStatusLine") as err:
         download("g.bin", [base + "garbage/g.bin"], tmp_path, None, retries=1)
     assert "\n" not in str(err.value) and sorted(x.name for x in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_every_mirror_failure_is_named_once(server, tmp_path):
+    # Mirror 1 answers 404, mirror 2 is not HTTP at all (retried 3 times): the error names each once,
+    # with its own reason, instead of the last mirror's error three times.
+    base, h = server
+    first, second = base + "a/f.bin", base + "garbage/f.bin"
+    with pytest.raises(DataError) as err:
+        download("f.bin", [first, second], tmp_path, None, retries=3)
+    msg = str(err.value)
+    assert f"{first}: HTTP 404" in msg and f"{second}: BadStatusLine" in msg and "(3 attempts)" in msg
+    assert msg.count(first) == 1 and msg.count(second) == 1 and "\n" not in msg
+    assert [x[0] for x in h.log] == ["a/f.bin"] + ["garbage/f.bin"] * 3 and list(tmp_path.iterdir()) == []
+
+
+def test_checksum_mismatch_on_one_mirror_tries_the_next(server, tmp_path):
+    base, h = server
+    h.files["stale/f.bin"] = PAYLOAD[:-1] + b"x"  # a mirror serving a corrupt copy
+    h.files["good/f.bin"] = PAYLOAD
+    p = download("f.bin", [base + "stale/f.bin", base + "good/f.bin"], tmp_path, hashlib.md5(PAYLOAD).hexdigest())
+    assert p.read_bytes() == PAYLOAD and [x[0] for x in h.log] == ["stale/f.bin", "good/f.bin"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["f.bin"]
+    with pytest.raises(DataError, match=r"stale/g.bin: checksum mismatch \(expected md5 0{32}\); .*good/g.bin: "
+                                        r"checksum mismatch") as err:
+        h.files["stale/g.bin"] = h.files["good/g.bin"] = PAYLOAD
+        download("g.bin", [base + "stale/g.bin", base + "good/g.bin"], tmp_path, "0" * 32)
+    assert "nothing was kept" in str(err.value) and sorted(x.name for x in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_unwritable_cache_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match=f"{blocker}/sub: cannot create the download folder"):
+        download("f.bin", ["http://127.0.0.1:9/f.bin"], blocker / "sub", None)

@@ -205,7 +205,7 @@ def test_explain_model_cli(tmp_path):
     (["explain", "lenet5", "--input", "1x4x4", "--html", "{tmp}/p.html"], "too small"),
     (["explain", "lenet5", "--html", "{tmp}"], "is a directory"),
     (["explain", "lenet5"], "--html"),
-    (["explain", "{tmp}", "photo.png", "--html", "{tmp}/p.html"], "not available yet"),
+    (["explain", "{tmp}", "{tmp}/photo.png", "--html", "{tmp}/p.html"], "photo.png: no such file"),
     (["explain", "lenet5", "--num-classes", "0", "--html", "{tmp}/p.html"], "--num-classes must be positive"),
 ])
 def test_model_errors_are_one_line(tmp_path, capsys, argv, message):

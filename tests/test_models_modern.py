@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnlab.errors import ConfigError, GeometryError
 from cnnlab.models import build_model, list_models
-from cnnlab.models.googlenet import INCEPTION_SPECS, GoogLeNetOutputs
+from cnnlab.models.googlenet import GoogLeNetOutputs
 from cnnlab.models.resnet import BasicBlock, Bottleneck
 
 # The models of this file's families; their counts are the shared reference (param_counts.py): ResNets and
@@ -101,12 +101,35 @@ def torchvision_resnet_keys(bottleneck: bool, layers, num_classes=1000) -> "Orde
     return OrderedDict(keys)
 
 
+# torchvision's GoogLeNet as published (pytorch/vision, torchvision/models/googlenet.py), written out here
+# as literal data so that the reference does not come from cnnlab's own INCEPTION_SPECS:
+#   self.inception3a = inception_block(192, 64, 96, 128, 16, 32, 32)  ... through inception5b;
+#   Inception(in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj): branch1 = BasicConv2d 1x1,
+#   branch2 = 1x1 then 3x3, branch3 = 1x1 then 3x3 ("kernel_size=3 instead of 5 is a known bug", issue 906),
+#   branch4 = MaxPool2d then BasicConv2d 1x1; BasicConv2d = Conv2d(bias=False) + BatchNorm2d(eps=0.001).
+#   Stem: conv1 BasicConv2d(3, 64, 7), conv2 (64, 64, 1), conv3 (64, 192, 3); InceptionAux(512 | 528):
+#   conv BasicConv2d(in, 128, 1), fc1 Linear(2048, 1024), fc2 Linear(1024, num_classes); fc Linear(1024, K).
+#   Registration order: conv1..conv3, inception3a..5b, aux1, aux2, fc.
+TORCHVISION_INCEPTION = (
+    # name,          in, 1x1, 3x3red, 3x3, 5x5red, 5x5, pool_proj
+    ("inception3a", 192, 64, 96, 128, 16, 32, 32),
+    ("inception3b", 256, 128, 128, 192, 32, 96, 64),
+    ("inception4a", 480, 192, 96, 208, 16, 48, 64),
+    ("inception4b", 512, 160, 112, 224, 24, 64, 64),
+    ("inception4c", 512, 128, 128, 256, 24, 64, 64),
+    ("inception4d", 512, 112, 144, 288, 32, 64, 64),
+    ("inception4e", 528, 256, 160, 320, 32, 128, 128),
+    ("inception5a", 832, 256, 160, 320, 32, 128, 128),
+    ("inception5b", 832, 384, 192, 384, 48, 128, 128),
+)
+
+
 def torchvision_googlenet_keys(aux: bool, num_classes=1000) -> "OrderedDict[str, tuple]":
     def basic(prefix, cin, cout, k):
         return [(f"{prefix}.conv.weight", (cout, cin, k, k))] + _bn(f"{prefix}.bn", cout)
 
     keys = basic("conv1", 3, 64, 7) + basic("conv2", 64, 64, 1) + basic("conv3", 64, 192, 3)
-    for name, cin, c1, c3r, c3, c5r, c5, pp in INCEPTION_SPECS:
+    for name, cin, c1, c3r, c3, c5r, c5, pp in TORCHVISION_INCEPTION:
         keys += basic(f"{name}.branch1", cin, c1, 1)
         keys += basic(f"{name}.branch2.0", cin, c3r, 1) + basic(f"{name}.branch2.1", c3r, c3, 3)
         keys += basic(f"{name}.branch3.0", cin, c5r, 1) + basic(f"{name}.branch3.1", c5r, c5, 3)
@@ -118,6 +141,12 @@ def torchvision_googlenet_keys(aux: bool, num_classes=1000) -> "OrderedDict[str,
                      (f"{a}.fc2.weight", (num_classes, 1024)), (f"{a}.fc2.bias", (num_classes,))]
     keys += [("fc.weight", (num_classes, 1024)), ("fc.bias", (num_classes,))]
     return OrderedDict(keys)
+
+
+def test_googlenet_bn_is_torchvisions():
+    # The state dict cannot show BatchNorm's eps; torchvision's BasicConv2d uses 0.001, not PyTorch's 1e-5.
+    bns = [m for m in build_meta("googlenet").modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 3 + 9 * 6 and all(m.eps == 0.001 for m in bns)
 
 
 def shapes(model: nn.Module) -> "OrderedDict[str, tuple]":

@@ -123,12 +123,13 @@ def test_conv_only_network_gets_a_classifier():
 @pytest.mark.parametrize("token,cls,k,s", [("maxpool", nn.MaxPool2d, 2, 2), ("maxpool3s2", nn.MaxPool2d, 3, 2),
                                            ("avgpool4", nn.AvgPool2d, 4, 4)])
 def test_pool_defaults(token, cls, k, s):
-    pool = build_from_notation(f"conv3-4 > {token}").features[1]
+    pool = build_from_notation(f"conv3-4 > {token}", input_size=32).features[1]
     assert isinstance(pool, cls) and pool.kernel_size in (k, (k, k)) and pool.stride in (s, (s, s))
 
 
 def test_gap_bn_dropout_lrn_and_flatten():
-    model = build_from_notation("conv3-8 > bn > relu > lrn > gap > dropout > fc16 > bn > elu > dropout.3 > fc5")
+    model = build_from_notation("conv3-8 > bn > relu > lrn > gap > dropout > fc16 > bn > elu > dropout.3 > fc5",
+                                input_size=32)
     kinds = [type(m).__name__ for m in model.features]
     assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "LocalResponseNorm", "AdaptiveAvgPool2d", "Dropout"]
     assert [type(m).__name__ for m in model.classifier] == ["Flatten", "Linear", "BatchNorm1d", "ELU", "Dropout",
@@ -141,7 +142,7 @@ def test_gap_bn_dropout_lrn_and_flatten():
 def test_final_fc_and_num_classes():
     # No final fc: Flatten + fc(num_classes) appended (10 by default).
     assert build_from_notation("conv3-4 > relu", input_size=8).classifier[-1].out_features == 10
-    appended = build_from_notation("conv3-4 > relu > gap", num_classes=7)
+    appended = build_from_notation("conv3-4 > relu > gap", num_classes=7, input_size=32)
     assert [type(m).__name__ for m in appended.classifier] == ["Flatten", "Linear"] and appended.num_classes == 7
     # Final fc of another width: an explicit num_classes overrides it, otherwise it sets num_classes.
     assert build_from_notation(CONV6, in_channels=1, input_size=28).num_classes == 10
@@ -171,7 +172,8 @@ def test_convnet_interface():
 
 
 def test_case_whitespace_newlines_and_activation_table():
-    model = build_from_notation("CONV3-4 >  Leaky-ReLU\n PReLU , Sigmoid > Softplus > Identity > Tanh > FC10")
+    model = build_from_notation("CONV3-4 >  Leaky-ReLU\n PReLU , Sigmoid > Softplus > Identity > Tanh > FC10",
+                                input_size=32)
     names = [type(m).__name__ for m in model.features]
     assert names == ["Conv2d", "LeakyReLU", "PReLU", "Sigmoid", "Softplus", "Identity", "Tanh"]
     assert [t.kind for t in parse("conv3-4, relu, fc10")] == ["conv", "act", "fc"]
@@ -199,7 +201,7 @@ def test_case_whitespace_newlines_and_activation_table():
 ])
 def test_malformed_notation_points_at_the_bad_token(spec, pos, bad, why):
     with pytest.raises(NotationError) as exc:
-        cnnlab.build_model(spec)
+        cnnlab.build_model(spec, input_size=32)
     msg = str(exc.value)
     assert msg.startswith(f"notation: bad token {bad!r} at position {pos}: ") and why in msg
     assert "\n" not in msg and isinstance(exc.value, ConfigError)
@@ -217,11 +219,11 @@ def test_geometry_checked_before_any_forward():
 
 def test_options():
     with pytest.raises(ConfigError, match="no option 'width'"):
-        cnnlab.build_model(CONV6, width=2)
+        cnnlab.build_model(CONV6, input_size=28, width=2)
     with pytest.raises(ConfigError, match="unknown init"):
-        cnnlab.build_model(CONV6, init="he")
+        cnnlab.build_model(CONV6, input_size=28, init="he")
     with pytest.raises(ConfigError, match="must be positive"):
-        build_from_notation(CONV6, num_classes=0)
+        build_from_notation(CONV6, num_classes=0, input_size=28)
     # fc1000 on 3x16x16 inputs: fan_in 768, fan_out 1000, so the schemes' standard deviations differ.
     def std(spec, init):
         torch.manual_seed(0)

@@ -25,6 +25,12 @@ def human(n: int | float | None, unit: str = "") -> str:
     return str(n)
 
 
+def exact(n: int | None) -> str:
+    """An exact count with thousands separators (117,600), '?' for an uncounted one: a student checking
+    the lectures' arithmetic needs every digit, not 118K."""
+    return "?" if n is None else f"{n:,}"
+
+
 def _pair(v) -> str:
     if v is None:
         return ""
@@ -54,7 +60,7 @@ def _window(r) -> str:
 def _cells(r) -> list[str]:
     params = f"{r.params:,}" + (f" ({r.frozen:,} frozen)" if r.frozen else "")
     shape = "x".join(map(str, r.output_shape[1:])) if r.output_shape else "(not run)"
-    return [r.name, r.type, _window(r), shape, params, human(r.macs), human(r.flops), _rf(r.receptive_field),
+    return [r.name, r.type, _window(r), shape, params, exact(r.macs), exact(r.flops), _rf(r.receptive_field),
             human(r.activation_bytes, "B"), "!" if r.fit else ""]
 
 
@@ -80,11 +86,23 @@ def _footer_lines(s) -> list[str]:
     if s.uncounted:
         lines.append("Uncounted ops (FLOPs unknown, not taken as 0): "
                      + ", ".join(f"{k} x{v}" for k, v in s.uncounted.items()))
-    for f in s.flags:
-        lines.append(f"Geometry: {f}")
+    if s.flags:
+        lines.append(_geometry_line(s))
     lines += [f"Note: {n}" for n in s.notes]
     lines.append(f"Conventions: {s.conventions}")
     return lines
+
+
+def _geometry_line(s) -> str:
+    """One line for every layer whose stride does not tile its padded input (the fit column's "!"):
+    PyTorch floors (W - F + 2P)/S + 1, as standard networks such as ResNet's stride-2 layers expect."""
+    unfit = [r for r in s.layers if r.fit]
+    first = unfit[0]
+    if len(unfit) == 1:
+        return (f"Geometry: {first.name} ({first.type}) does not fit: (W - F + 2P)/S + 1 = {first.fit} "
+                "(marked ! under fit; --strict makes it an error)")
+    return (f"Geometry: {len(unfit)} layers do not fit exactly (marked ! under fit): (W - F + 2P)/S + 1 is "
+            f"floored, e.g. {first.name}: {first.fit}; --strict makes this an error")
 
 
 def box_table(title: str, headers: list[str], rows: list[list[str]], right: set[str]) -> str:

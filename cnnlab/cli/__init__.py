@@ -25,6 +25,15 @@ COMMAND_MODULES = (
     "eval",
     "predict",
     "export",
+    "viz",
+    "report",
+    "env",
+    "features",
+    "probe",
+    "transfer_study",
+    "runs",
+    "experiment",
+    "sweep",
 )
 
 
@@ -75,6 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as exc:
         print(f"cnnlab {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A file the user named (or a folder to write into) that cannot be read or written: the OS says
+        # which path and why, which is the whole story. An OSError without a path is no user input's
+        # fault we can name, so it keeps its traceback.
+        if exc.filename is None:
+            raise
+        paths = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        print(f"cnnlab {args.command}: error: {paths}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted (nothing was saved for this step)", file=sys.stderr)
         return 130

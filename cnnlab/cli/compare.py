@@ -15,7 +15,9 @@ def add_parser(sub):
                        "next to the lectures' 1/D_out + 1/F^2.")
     p.add_argument("models", nargs="*", metavar="MODEL", help="A and B (omit with --demo)")
     p.add_argument("--input", metavar="CxHxW", help="input size, e.g. 3x224x224")
-    p.add_argument("--num-classes", type=int, metavar="K")
+    p.add_argument("--num-classes", type=int, metavar="K",
+                   help="classifier width (default: each model's). Notation is analysed as written; with K, "
+                   "one that does not end in fc<n> gets Flatten + fc(K) appended")
     p.add_argument("--demo", choices=("depthwise",), help="built-in pair instead of A and B")
     p.add_argument("--out-channels", type=int, default=128, metavar="D_OUT", help="--demo: D_out (default 128)")
     p.add_argument("--kernel", type=int, default=3, metavar="F", help="--demo: filter size F (default 3)")
@@ -29,8 +31,11 @@ def _run(args) -> int:
     from ..runs import resolve_model_spec as resolve_model
     from ..analysis.summary import summarize
     from ..errors import ConfigError
+    from ..layers import meta_device
 
     size = parse_input(args.input) if args.input else None
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ConfigError(f"--num-classes must be positive, got {args.num_classes}")
     if args.demo:
         if args.models:
             raise ConfigError("give either two models or --demo, not both")
@@ -38,7 +43,8 @@ def _run(args) -> int:
             raise ConfigError("--out-channels and --kernel must be positive")
         size = size or (64, 56, 56)
         f, d_in, d_out = args.kernel, size[0], args.out_channels
-        a_model, b_model = depthwise_pair(d_in, d_out, f)
+        with meta_device():  # shapes and counts only: D_out in the millions allocates nothing
+            a_model, b_model = depthwise_pair(d_in, d_out, f)
         a = summarize(a_model, size, name=f"standard conv{f}-{d_out} ({d_in}->{d_out})")
         b = summarize(b_model, size, name=f"depthwise conv{f} + pointwise conv1-{d_out}")
     else:

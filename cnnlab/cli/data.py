@@ -8,7 +8,7 @@ from ..data.folder import RESIZE_POLICIES  # light: folder imports numpy, not to
 
 def add_data_options(p) -> None:
     """The dataset options of `cnnlab data show`: TrainConfig's data fields, so train.run.load_data reads them."""
-    p.add_argument("data", help="digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, an image folder "
+    p.add_argument("data", help="digits, mnist, fashion-mnist, kmnist, usps, cifar10, cifar100, an image folder "
                    "or a .npz file")
     p.add_argument("--data-dir", help="folder already holding the dataset's files (used as is)")
     p.add_argument("--offline", action="store_true", help="never use the network")
@@ -27,31 +27,40 @@ def add_parser(sub):
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", parser_class=type(p))
     show = dsub.add_parser("show", help="print the dataset card and write a sample grid PNG")
     add_data_options(show)
-    show.add_argument("--augment", default="flip,crop:4",
-                      help="augmentation spec, e.g. flip,crop:4,jitter:0.2@0.5 (default: %(default)s)")
+    show.add_argument("--augment", metavar="SPEC",
+                      help="augmentation spec, e.g. flip,crop:4,jitter:0.2@0.5, or none (default: a random crop "
+                      "of 1/8 of the side, plus flip for colour images only: mirrored digits are not digits)")
     show.add_argument("--out", default="samples.png", help="PNG path (default: %(default)s)")
     show.add_argument("--samples", type=int, default=16, help="number of samples in the grid")
     show.set_defaults(func=_show)
     fetch = dsub.add_parser("fetch", help="download a named dataset into the cache ($CNNLAB_HOME)")
-    fetch.add_argument("data", help="mnist, fashion-mnist, kmnist, cifar10 or cifar100")
+    fetch.add_argument("data", help="mnist, fashion-mnist, kmnist, usps, cifar10 or cifar100")
     fetch.set_defaults(func=_fetch)
     p.set_defaults(func=lambda args: p.print_help() or 0)
 
 
 def _show(args) -> int:
     """Print the dataset card and write the sample grid (original beside augmented)."""
-    from ..data.augment import build_augmentation, parse_spec
-    from ..data.show import dataset_card, sample_grid
+    from ..data.augment import build_augmentation
+    from ..data.show import dataset_card, default_augment_spec, sample_grid
     from ..errors import ConfigError
+    from ..train.config import TrainConfig
     from ..train.run import load_data
+    from ..utils.io import check_output_file
 
-    parse_spec(args.augment)  # bad tokens fail before any slow load
+    # The data options are TrainConfig's: validated by the same rules (and the augmentation spec with
+    # them), before any slow load and before anything is written.
+    cfg = TrainConfig(data=args.data, data_dir=args.data_dir, offline=args.offline, image_size=args.image_size,
+                      channels=args.channels, resize=args.resize, limit_per_class=args.limit_per_class,
+                      seed=args.seed, augment=args.augment).validate()
     if args.samples < 1:
         raise ConfigError("--samples must be >= 1")
-    ds = load_data(args)  # the options above carry TrainConfig's names
-    augment = build_augmentation(args.augment, ds)
+    check_output_file(args.out, "--out")
+    ds = load_data(cfg)
+    spec = default_augment_spec(ds) if args.augment is None else args.augment
+    augment = build_augmentation(spec, ds)
     print(dataset_card(ds, getattr(augment, "spec", None)))
-    out = sample_grid(ds, augment, args.out, n=args.samples, seed=args.seed, spec=args.augment)
+    out = sample_grid(ds, augment, args.out, n=args.samples, seed=args.seed, spec=spec)
     print(f"samples      {out}")
     return 0
 

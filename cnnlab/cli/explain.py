@@ -2,10 +2,11 @@
 
     cnnlab explain conv [conv options] --html FILE     a convolution step by step (options as `cnnlab conv`)
     cnnlab explain MODEL [--input CxHxW] --html FILE   a model's graph, receptive fields, pixel contributions
+    cnnlab explain RUN_DIR IMAGE --html FILE           a trained run's feature maps and probabilities for IMAGE
 
 The first word picks the page type; the rest is parsed by that type's own parser, so `cnnlab explain conv
---help` and `cnnlab explain MODEL --help` describe their options. (A third form, `explain RUN_DIR IMAGE`,
-the feature maps of a trained run, is reserved: the dispatch below already tells it apart.)
+--help` and `cnnlab explain MODEL --help` describe their options. MODEL and RUN_DIR IMAGE share a parser:
+a second positional (IMAGE) selects the run page.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import argparse
 from .conv import add_conv_arguments
 
 _USAGE = ("cnnlab explain conv [conv options] --html FILE\n"
-          "       cnnlab explain MODEL [--input CxHxW] [--num-classes K] --html FILE")
+          "       cnnlab explain MODEL [--input CxHxW] [--num-classes K] --html FILE\n"
+          "       cnnlab explain RUN_DIR IMAGE [--weights KIND] [--max-channels N] --html FILE")
 
 
 def add_parser(sub):
@@ -27,12 +29,14 @@ def add_parser(sub):
                        "(--demo filter-bank, x-filter, cartesian-axes, stride-7x7) and your own input takes "
                        "the options of `cnnlab conv`. `explain MODEL` draws a registered model, the lectures' "
                        "notation or a saved run's architecture as a graph; tap a unit of a layer to see its "
-                       "receptive field on the input.",
-                       epilog="See `cnnlab explain conv --help` and `cnnlab explain MODEL --help` for each "
-                       "form's options; options come after conv or MODEL.")
-    p.add_argument("target", metavar="conv|MODEL",
+                       "receptive field on the input. `explain RUN_DIR IMAGE` shows what a trained run computes "
+                       "for IMAGE: the input as the run preprocesses it, each stage's feature maps (tap one for "
+                       "the kernels that made it) and the class probabilities.",
+                       epilog="See `cnnlab explain conv --help` and `cnnlab explain MODEL --help` (also for "
+                       "RUN_DIR IMAGE) for each form's options; options come after conv, MODEL or IMAGE.")
+    p.add_argument("target", metavar="conv|MODEL|RUN_DIR",
                    help="'conv' for the convolution explainer, or a model: a registered name (`cnnlab models`), "
-                   "the lectures' notation in quotes, or a saved run directory")
+                   "the lectures' notation in quotes, or a saved run directory (followed by IMAGE: the run page)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_run)
 
@@ -48,6 +52,40 @@ def _html_file(text: str):
     if parent is not None and not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a directory")
     return path
+
+
+def _image_file(text: str):
+    """IMAGE, checked when parsed: an existing file (whether it decodes is checked before any work)."""
+    from pathlib import Path
+
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a file")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _weights_kind(text: str) -> str:
+    """--weights, checked when parsed: final, best, raw, ema or snapshot:K."""
+    from ..errors import ConfigError
+    from ..runs import weights_path
+
+    try:
+        weights_path(".", text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected final, best, raw, ema or snapshot:K") from None
+    return text
 
 
 def _html_argument(p) -> None:
@@ -71,14 +109,29 @@ def conv_parser() -> argparse.ArgumentParser:
 def model_parser() -> argparse.ArgumentParser:
     from . import _Parser
 
-    p = _Parser(prog="cnnlab explain MODEL", description="Write a page with MODEL's data-flow graph (branches "
+    from ..explain.run_page import FILTER_INPUTS, MAX_CHANNELS, TILE_SIDE
+
+    p = _Parser(prog="cnnlab explain MODEL", usage="%(prog)s [--input CxHxW] [--num-classes K] --html FILE\n"
+                "       cnnlab explain RUN_DIR IMAGE [--weights KIND] [--max-channels N] --html FILE",
+                description="MODEL: write a page with MODEL's data-flow graph (branches "
                 "of ResNet and GoogLeNet side by side), each layer's output shape, parameters, FLOPs and "
                 "receptive field from `cnnlab summary`; hover or tap a unit of a layer to highlight its "
-                "receptive field on the input, and toggle how many of the layer's units see each input pixel.")
-    p.add_argument("model", metavar="MODEL", help="a registered name, the lectures' notation, or a run directory")
-    p.add_argument("image", metavar="IMAGE", nargs="?", help=argparse.SUPPRESS)
+                "receptive field on the input, and toggle how many of the layer's units see each input pixel. "
+                "RUN_DIR IMAGE: write a page with IMAGE preprocessed as the run's training images were "
+                "(channels, resize policy, padding, normalisation), every stage's feature maps (one tile per "
+                f"channel, the first {MAX_CHANNELS} by default; maps over {TILE_SIDE} px averaged down), and "
+                "the class probabilities; tap a tile to see it enlarged beside the kernels of the convolution "
+                f"that produced it (its first {FILTER_INPUTS} input channels). The page stays under 3 MiB.")
+    p.add_argument("model", metavar="MODEL|RUN_DIR",
+                   help="a registered name, the lectures' notation, or a run directory (`cnnlab train --out`)")
+    p.add_argument("image", metavar="IMAGE", nargs="?", type=_image_file,
+                   help="with a run directory: the image to explain (.png, .jpg, .bmp, .webp)")
     p.add_argument("--input", metavar="CxHxW", help="input size, e.g. 3x224x224 (default: the model's own)")
     p.add_argument("--num-classes", type=int, metavar="K", help="classifier width (default: the model's)")
+    p.add_argument("--weights", metavar="KIND", type=_weights_kind,
+                   help="with IMAGE: which kept weights: final (default), best, raw, ema or snapshot:K")
+    p.add_argument("--max-channels", type=_positive_int, metavar="N",
+                   help=f"with IMAGE: feature-map tiles per stage, its first N channels (default {MAX_CHANNELS})")
     _html_argument(p)
     return p
 
@@ -112,11 +165,31 @@ def _run_model(ns) -> int:
     from ..explain.page import write_page
 
     if ns.image is not None:
-        raise ConfigError(f"IMAGE {ns.image!r}: the page of a trained run's feature maps "
-                          "(`explain RUN_DIR IMAGE`) is not available yet; `cnnlab explain RUN_DIR --html FILE` "
-                          "draws the run's architecture")
+        return _run_image(ns)
+    for option, value in (("--weights", ns.weights), ("--max-channels", ns.max_channels)):
+        if value is not None:
+            raise ConfigError(f"{option} applies to a run's image page: `cnnlab explain RUN_DIR IMAGE {option} ...`")
     if ns.num_classes is not None and ns.num_classes < 1:
         raise ConfigError(f"--num-classes must be positive, got {ns.num_classes}")
     cfg = ModelPageConfig(ns.model, parse_input(ns.input) if ns.input else None, ns.num_classes)
     _report(write_page(ns.html, model_page(cfg)))
+    return 0
+
+
+def _run_image(ns) -> int:
+    """`explain RUN_DIR IMAGE`: everything is checked (run, weights, image) before the page is built."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+    from ..explain.page import write_page
+    from ..explain.run_page import MAX_CHANNELS, RunPageConfig, run_page
+
+    for option, value in (("--input", ns.input), ("--num-classes", ns.num_classes)):
+        if value is not None:
+            raise ConfigError(f"{option}: a run's image page uses the run's own input size and classes")
+    if not Path(ns.model).is_dir():
+        raise ConfigError(f"{ns.model}: explaining IMAGE needs a trained run directory (`cnnlab train --out DIR`), "
+                          "not a model name; `cnnlab explain MODEL --html FILE` draws a model's architecture")
+    cfg = RunPageConfig(ns.model, str(ns.image), ns.weights or "final", ns.max_channels or MAX_CHANNELS)
+    _report(write_page(ns.html, run_page(cfg)))
     return 0

@@ -12,7 +12,7 @@ def add_parser(sub):
 
     p = sub.add_parser("lr-find", help="learning-rate range test: suggest a learning rate, plot loss vs LR",
                        description="Train a few hundred steps with an exponentially increasing learning rate, "
-                                   "smooth the loss curve and suggest the LR at its steepest descent (also "
+                                   "smooth the loss curve and suggest the LR in its longest valley (also "
                                    "shown: the LR of the minimum / 10). The model is left untouched.")
     p.add_argument("--config", metavar="FILE", help="YAML/JSON file of training options (flags override it)")
     p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
@@ -35,8 +35,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     plot = Path(args.plot) if args.plot else Path("runs") / f"lr-find-{Path(cfg.model).name}-{Path(cfg.data).stem}.png"
     result = lr_find(cfg, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, plot=plot)
-    print(f"suggested learning rate {result.steepest:.3g} (steepest descent of the smoothed loss); "
-          f"minimum/10: {result.min_over_10:.3g}; {len(result.lrs)} steps from {result.lrs[0]:.1e} to "
-          f"{result.lrs[-1]:.1e}")
+    print(f"suggested learning rate {result.valley:.3g} (the valley of the smoothed loss); steepest descent: "
+          f"{result.steepest:.3g}; minimum/10: {result.min_over_10:.3g}; {len(result.lrs)} steps from "
+          f"{result.lrs[0]:.1e} to {result.lrs[-1]:.1e}")
     print(f"plot written to {result.plot}")
     return 0

@@ -22,6 +22,7 @@ Grammar (comma-separated tokens, or a list of tokens from a config file)::
                           aspect log-uniform in [0.3, 3.3], filled with uniform noise
 
 Every token takes "@p", the per-sample probability of applying it (default 1, flip 0.5, erase 0.5).
+Each argument's kind (number or range) and range are checked when the spec is parsed (augment_spec.py).
 All geometric tokens (scale, rrc, rotate, translate, shear, stretch) are composed into ONE affine matrix
 per sample and applied in a single affine_grid + grid_sample call (bilinear, zeros outside).
 
@@ -34,81 +35,18 @@ float32 in 0..255 units (the loader normalises both).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .augment_spec import AFFINE as _AFFINE
+from .augment_spec import Op, format_spec, parse_spec
+
+__all__ = ["Augment", "Op", "build_augmentation", "parse_spec", "pca_basis"]
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-_DEFAULT_P = {"flip": 0.5, "erase": 0.5}
-_AFFINE = ("scale", "rrc", "rotate", "translate", "shear", "stretch")
-_NAMES = ("flip", "crop", "lens", "jitter", "pca", "erase") + _AFFINE
-# Number of ARG fields each token accepts (min, max).
-_ARITY = {"flip": (0, 0), "crop": (1, 1), "scale": (0, 1), "rrc": (0, 1), "rotate": (1, 1),
-          "translate": (1, 1), "shear": (1, 1), "stretch": (1, 1), "lens": (1, 1), "jitter": (1, 3),
-          "pca": (0, 1), "erase": (0, 1)}
-
-
-@dataclass
-class Op:
-    """One parsed token: name, numeric args (a range arg is a (lo, hi) tuple) and probability."""
-
-    name: str
-    args: list = field(default_factory=list)
-    p: float = 1.0
-
-
-def _number(text: str, token: str) -> float:
-    """A token's numeric field: finite and >= 0, else a ConfigError naming the token."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"bad augmentation token {token!r}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"bad augmentation token {token!r}: {text!r} must be a finite number >= 0")
-    return value
-
-
-def parse_spec(spec: str | list[str] | tuple[str, ...] | None) -> list[Op]:
-    """Parse an augmentation spec into Ops; any malformed token raises a one-line ConfigError naming it."""
-    if spec is None:
-        return []
-    tokens = spec.split(",") if isinstance(spec, str) else [t for s in spec for t in str(s).split(",")]
-    tokens = [t.strip() for t in tokens if t.strip()]
-    if len(tokens) == 1 and tokens[0].lower() == "none":
-        return []
-    ops = []
-    for token in tokens:
-        body, _, prob = token.partition("@")
-        name, *raw = body.strip().lower().split(":")
-        if name not in _NAMES:
-            raise ConfigError(f"bad augmentation token {token!r}: unknown name {name!r}; "
-                              f"known: {', '.join(_NAMES)}")
-        lo, hi = _ARITY[name]
-        if not lo <= len(raw) <= hi:
-            raise ConfigError(f"bad augmentation token {token!r}: {name} takes {lo}..{hi} argument(s)")
-        args = []
-        for a in raw:
-            if "-" in a.strip("-"):
-                a_lo, _, a_hi = a.partition("-")
-                pair = (_number(a_lo, token), _number(a_hi, token))
-                if pair[0] > pair[1]:
-                    raise ConfigError(f"bad augmentation token {token!r}: range {a!r} has lo > hi")
-                args.append(pair)
-            else:
-                args.append(_number(a, token))
-        p = _DEFAULT_P.get(name, 1.0)
-        if "@" in token:
-            p = _number(prob, token)
-            if p > 1:
-                raise ConfigError(f"bad augmentation token {token!r}: probability must be in [0, 1]")
-        ops.append(Op(name, args, p))
-    return ops
-
 
 def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
     """U[0, 1) numbers on the CPU from `gen` (so a seed gives the same draws whatever the batch's device)."""
@@ -187,8 +125,8 @@ def _affine_matrix(op, gen, n, h, w):
         m[:, 0, 1] = torch.tan(torch.deg2rad(_uniform(gen, n, -op.args[0], op.args[0])))
     elif op.name == "stretch":
         s = op.args[0]
-        m[:, 0, 0] = 1 / _uniform(gen, n, 1 - min(s, 0.9), 1 + s)
-        m[:, 1, 1] = 1 / _uniform(gen, n, 1 - min(s, 0.9), 1 + s)
+        m[:, 0, 0] = 1 / _uniform(gen, n, 1 - s, 1 + s)  # s < 1, checked when the spec was parsed
+        m[:, 1, 1] = 1 / _uniform(gen, n, 1 - s, 1 + s)
     return m
 
 
@@ -333,5 +271,5 @@ def build_augmentation(spec: str | list[str] | None, dataset=None) -> Augment | 
             x = stage(x, generator)
         return x
 
-    augment.spec = ",".join(f"{o.name}{''.join(':' + str(a) for a in o.args)}@{o.p:g}" for o in ops)
+    augment.spec = format_spec(ops)
     return augment

@@ -76,14 +76,21 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
         if have and resp.status != 206:  # server ignored Range: start over
             have = 0
         total = resp.headers.get("Content-Length")
-        expected = int(total) if total is not None else None
+        expected = int(total) if total is not None and total.isdigit() else None
         got = 0
-        with open(part, "ab" if have else "wb") as fh:
+        try:
+            fh = open(part, "ab" if have else "wb")
+        except OSError as exc:  # the cache, not the mirror: no other mirror would help
+            raise DataError(f"{part}: cannot write the download ({exc.strerror or exc})") from None
+        with fh:
             while True:
                 block = resp.read(CHUNK)
                 if not block:
                     break
-                fh.write(block)
+                try:
+                    fh.write(block)
+                except OSError as exc:
+                    raise DataError(f"{part}: cannot write the download ({exc.strerror or exc})") from None
                 got += len(block)
             fh.flush()
             os.fsync(fh.fileno())
@@ -97,7 +104,8 @@ def download(filename: str, urls: Sequence[str], dest_dir: str | os.PathLike, ch
 
     Each URL gets `retries` attempts; an attempt that breaks mid-file is resumed with an HTTP Range
     request. The checksum (MD5 or SHA-256 hex) is checked before the `.part` file is renamed into place;
-    a mismatch deletes the partial file and raises DataError.
+    a mismatch deletes the partial file and moves on to the next mirror. When every mirror fails, the
+    DataError names each mirror once with its own failure.
     """
     dest_dir = Path(dest_dir)
     target = dest_dir / filename
@@ -112,33 +120,42 @@ def download(filename: str, urls: Sequence[str], dest_dir: str | os.PathLike, ch
                         f"(put the file there or pass --data-dir)")
     if not urls:
         raise DataError(f"{target} is missing and no download URL is known")
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{dest_dir}: cannot create the download folder ({exc.strerror or exc})") from None
     part = target.with_name(target.name + ".part")
-    errors = []
+    failures = []  # one entry per mirror that did not give a verified file
     for url in urls:
-        for attempt in range(retries):
-            try:
-                _fetch_once(url, part, timeout)
-                break
-            except urllib.error.HTTPError as exc:
-                errors.append(f"{url}: HTTP {exc.code}")
-                part.unlink(missing_ok=True)
-                break  # a 404/403 will not get better on retry: next mirror
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                # URLError/OSError: refused, reset, timed out, short read; HTTPException: a malformed
-                # response or IncompleteRead. Whatever arrived stays in `part` for the next attempt.
-                errors.append(f"{url}: {_one_line(getattr(exc, 'reason', None) or f'{type(exc).__name__}: {exc}')}")
-                if attempt + 1 < retries:
-                    time.sleep(min(0.2 * 2 ** attempt, 2.0))
-        else:
-            part.unlink(missing_ok=True)
+        failure = _fetch_from_mirror(url, part, retries, timeout)
+        if failure is None and not part.exists():
+            failure = "the server sent no data"
+        if failure is None and not verify(part, checksum):
+            failure = f"checksum mismatch (expected {_algo(checksum or '')} {checksum})"
+        if failure is not None:
+            part.unlink(missing_ok=True)  # never resume one mirror's bytes from another
+            failures.append(f"{url}: {failure}")
             continue
-        if not part.exists():
-            continue
-        if not verify(part, checksum):
-            part.unlink(missing_ok=True)
-            raise DataError(f"{filename}: checksum mismatch for the file from {url} "
-                            f"(expected {_algo(checksum or '')} {checksum}); nothing was kept")
         os.replace(part, target)
         return target
-    raise DataError(f"{filename}: download failed from every mirror ({'; '.join(errors[-3:])})")
+    raise DataError(f"{filename}: download failed from every mirror ({'; '.join(failures)}); nothing was kept")
+
+
+def _fetch_from_mirror(url: str, part: Path, retries: int, timeout: float) -> str | None:
+    """Download `url` into `part` in up to `retries` attempts, each resuming the last; None on success,
+    else why this mirror failed (its last error, and how many attempts it had)."""
+    retries = max(1, retries)
+    reason = ""
+    for attempt in range(retries):
+        try:
+            _fetch_once(url, part, timeout)
+            return None
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"  # a 404/403 will not get better on retry: next mirror
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # URLError/OSError: refused, reset, timed out, short read; HTTPException: a malformed
+            # response or IncompleteRead. Whatever arrived stays in `part` for the next attempt.
+            reason = _one_line(getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
+            if attempt + 1 < retries:
+                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+    return reason + (f" ({retries} attempts)" if retries > 1 else "")

@@ -11,6 +11,16 @@ import torch
 from .dataset import Dataset
 
 
+def default_augment_spec(ds: Dataset) -> str:
+    """What `data show` previews when no --augment is given: a random crop padded by 1/8 of the side, plus a
+    horizontal flip only for colour images. Grey data here is handwriting and characters (digits, MNIST,
+    KMNIST, USPS), which a mirror changes (a mirrored 3 or 7 is not a digit); colour photos (CIFAR, image
+    folders) keep their class when mirrored. Ask for `--augment flip` to see flips on grey data."""
+    c, h, w = ds.image_shape
+    crop = f"crop:{max(1, min(h, w) // 8)}"
+    return f"flip,{crop}" if c == 3 else crop
+
+
 def dataset_card(ds: Dataset, augment_spec: str | None = None) -> str:
     """A plain-text card: one fact per line."""
     mean, std = ds.channel_stats()

@@ -26,10 +26,15 @@ Grammar (case-insensitive; tokens separated by `>`, `,` or new lines; whitespace
     softmax | soft-max              accepted only as the last token and dropped: models output logits
 
 The model's `features` are the layers before the first fc (or flatten), its `classifier` the rest,
-starting with a Flatten. If the last layer (ignoring softmax) is not an fc, Flatten + fc(num_classes)
-is appended. If it is an fc, it is the classifier: an explicitly given num_classes overrides its width
-(as `reset_classifier` would), otherwise num_classes is its width. Without either, num_classes is 10.
-The geometry (W - F + 2P)/S + 1 of every conv/pool is checked while building, before any forward.
+starting with a Flatten. If the last layer (ignoring softmax) is an fc, it is the classifier: an
+explicitly given num_classes overrides its width (as `reset_classifier` would), otherwise num_classes is
+its width. If it is not, a model to train needs one: Flatten + fc(num_classes, default 10) is appended.
+With `append_classifier=False` (what `cnnlab summary` and `compare` use) nothing is appended: the model
+is exactly the layers written, and a stack without a final fc outputs its last feature map.
+
+A notation string has no canonical input, so `input_size` (H, W) must be given (`in_channels` defaults
+to 3); the CLI's `--input CxHxW` is the same requirement. The geometry (W - F + 2P)/S + 1 of every
+conv/pool is checked while building, before any forward.
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ from ..errors import ConfigError, GeometryError
 from ..layers import ACTIVATIONS, init_weights, make_activation, make_lrn, module_output_shape, resolve_init
 from .base import SequentialNet
 
-DEFAULT_INPUT_SIZE = (32, 32)
 DEFAULT_NUM_CLASSES = 10
 # ">" or "," or a line break; a ">"/"," at either end of a line break counts with it as one.
 _SEP = re.compile(r"[>,]?[ \t]*\n\s*[>,]?|[>,]")
@@ -74,6 +78,17 @@ class Token:
 
 def _bad(text: str, pos: int, why: str) -> NotationError:
     return NotationError(f"notation: bad token {text!r} at position {pos}: {why}")
+
+
+MAX_SIZE = 2**31 - 1  # kernel, filter, unit, stride and padding counts: PyTorch's layers take 32-bit sizes
+
+
+def _checked_ints(t: str, text: str, pos: int) -> None:
+    """Every number in token `t` (normalised from `text`) fits a layer's size (2**31 - 1): a typo such as
+    conv3-99999999999 is a one-line error, not an overflow deep inside PyTorch."""
+    for digits in re.findall(r"\d+", t):
+        if int(digits) > MAX_SIZE:
+            raise _bad(text, pos, f"{digits} is too large (sizes are at most {MAX_SIZE:,})")
 
 
 def _suffixes(rest: str, text: str, pos: int, allowed: str, head: str) -> dict[str, str]:
@@ -138,6 +153,8 @@ def parse(spec: str) -> list[Token]:
         t = re.sub(r"\s+", "", text).lower().replace("'", "").replace('"', "")
         if not t:
             raise _bad(text, pos, "empty token (two separators in a row or a trailing separator)")
+        if not t.startswith("dropout"):
+            _checked_ints(t, text, pos)
         if m := _CONV.fullmatch(t):
             tokens.append(_conv_token("conv", m, text, pos))
         elif m := _DWCONV.fullmatch(t):
@@ -170,7 +187,10 @@ def parse(spec: str) -> list[Token]:
 
 class NotationNet(SequentialNet):
     """A network written in the lectures' notation: `features` (spatial layers) and `classifier`
-    (Flatten, then the fc part); `spec` keeps the normalised description."""
+    (Flatten, then the fc part); `spec` keeps the normalised description.
+
+    A stack built with append_classifier=False may have no final fc (`has_classifier` False): its
+    forward is then exactly the written layers, and it has no classifier to get or reset."""
 
     def __init__(self, spec: str, features: nn.Sequential, classifier: nn.Sequential, num_classes: int,
                  in_channels: int, input_size: tuple[int, int]):
@@ -179,15 +199,49 @@ class NotationNet(SequentialNet):
         self.spec = spec
         self.features = features
         self.classifier = classifier
+        self.has_classifier = len(classifier) > 0 and isinstance(classifier[-1], nn.Linear)
         self.classifier_name = f"classifier.{len(classifier) - 1}"
+
+    def forward_head(self, x, pre_logits: bool = False):
+        if not len(self.classifier):  # a bare stack of feature layers: its output is the last feature map
+            return x
+        if pre_logits and not self.has_classifier:
+            return self.classifier(x)
+        return super().forward_head(x, pre_logits)
+
+    def get_classifier(self) -> nn.Linear:
+        if not self.has_classifier:
+            raise ConfigError(f"notation {self.spec!r} was built without a classifier (it does not end in fc<n>)")
+        return super().get_classifier()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.get_classifier()  # the same one-line error for a stack without one
+        super().reset_classifier(num_classes)
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}"
 
 
+# No machine holds a layer of more values than this (2^50 float32 values are 4 PiB); past it, even the meta
+# device's shape arithmetic overflows int64, so such a layer is refused by name before it is created.
+MAX_LAYER_VALUES = 2**50
+
+
+def _check_values(tok: Token, what: str, count: int) -> None:
+    if count > MAX_LAYER_VALUES:
+        from ..utils.limits import human_bytes, short_int
+
+        raise _bad(tok.text, tok.pos, f"its {what} would hold {short_int(count)} values ({human_bytes(4 * count)}), "
+                                      f"more than any machine's memory")
+
+
 def _spatial(tok: Token, shape: tuple[int, int, int], index: int) -> tuple[nn.Module, tuple[int, int, int]]:
     """The module for a feature-map layer and its output shape, geometry checked."""
     c = shape[0]
+    if tok.kind in ("conv", "dwconv"):
+        k, n, s, p = tok.args
+        _check_values(tok, "weights", (n or c) * (1 if tok.kind == "dwconv" else c) * k * k)
+        _check_values(tok, "output", (n or c) * (shape[1] + 2 * p) * (shape[2] + 2 * p))
     if tok.kind == "conv":
         k, n, s, p = tok.args
         module: nn.Module = nn.Conv2d(c, n, k, stride=s, padding=p)
@@ -237,6 +291,7 @@ def _layers(body: list[Token], shape: tuple[int, int, int]
         elif tok.kind in ("conv", "dwconv", "pool", "gap", "lrn", "flatten"):
             raise _bad(tok.text, tok.pos, f"a {tok.kind} layer cannot follow the flatten/fc part of the network")
         elif tok.kind == "fc":
+            _check_values(tok, "weights", width * tok.args[0])
             classifier.append(nn.Linear(width, tok.args[0]))
             width = tok.args[0]
         elif tok.kind == "bn":
@@ -249,15 +304,18 @@ def _layers(body: list[Token], shape: tuple[int, int, int]
 
 
 def _close_classifier(last: Token, classifier: list[nn.Module], shape: tuple[int, int, int],
-                      width: int | None, num_classes: int | None) -> int:
+                      width: int | None, num_classes: int | None, append: bool = True) -> int:
     """Make the classifier end in a Linear with the model's class count (in place); returns that count.
 
     A final fc is the classifier (an explicit num_classes overrides its width); otherwise Flatten (if
-    not yet flattened) + fc(num_classes, default 10) is appended."""
+    not yet flattened) + fc(num_classes, default 10) is appended — unless `append` is False, when the
+    layers stay as written and the count is 0 (no classifier)."""
     if last.kind == "fc":
         if num_classes is not None and num_classes != classifier[-1].out_features:
             classifier[-1] = nn.Linear(classifier[-1].in_features, num_classes)
         return classifier[-1].out_features
+    if not append:
+        return 0
     num_classes = DEFAULT_NUM_CLASSES if num_classes is None else num_classes
     if width is None:
         classifier.append(nn.Flatten())
@@ -268,18 +326,25 @@ def _close_classifier(last: Token, classifier: list[nn.Module], shape: tuple[int
 
 def build_from_notation(spec: str, num_classes: int | None = None, in_channels: int = 3,
                         input_size: tuple[int, int] | int | None = None, init: str = "auto",
-                        **options) -> NotationNet:
-    """Build a `NotationNet` from a notation string for C x H x W inputs (default 3 x 32 x 32).
+                        append_classifier: bool = True, **options) -> NotationNet:
+    """Build a `NotationNet` from a notation string for in_channels x H x W inputs (`input_size` (H, W)
+    or an int for a square; required: a notation has no canonical input size).
 
     `init`: kaiming, xavier, default (PyTorch's) or auto (kaiming if the first activation is
-    ReLU-like, else xavier)."""
+    ReLU-like, else xavier). `append_classifier=False`: build only the layers written (for analysis)."""
     if options:
-        raise ConfigError(f"a notation model has no option {next(iter(options))!r}; its options: init='auto'")
+        raise ConfigError(f"a notation model has no option {next(iter(options))!r}; its options: init='auto', "
+                          "append_classifier=True")
+    if not isinstance(append_classifier, bool):
+        raise ConfigError(f"append_classifier must be true or false, got {append_classifier!r}")
     tokens = parse(spec)
     if input_size is None:
-        input_size = DEFAULT_INPUT_SIZE
-    elif isinstance(input_size, int):
+        raise ConfigError("a notation model needs its input size: input_size=(H, W) (in_channels defaults to 3), "
+                          "e.g. build_model(spec, in_channels=3, input_size=224); it has no canonical input")
+    if isinstance(input_size, int):
         input_size = (input_size, input_size)
+    if len(input_size) != 2:
+        raise ConfigError(f"input_size must be (H, W) or one int, got {input_size!r}")
     input_size = (int(input_size[0]), int(input_size[1]))
     if in_channels < 1 or min(input_size) < 1 or (num_classes is not None and num_classes < 1):
         raise ConfigError("in_channels, input_size and num_classes must be positive")
@@ -291,7 +356,7 @@ def build_from_notation(spec: str, num_classes: int | None = None, in_channels: 
         features, classifier, shape, width = _layers(body, (in_channels, *input_size))
     except GeometryError as exc:
         raise GeometryError(f"notation for {in_channels}x{input_size[0]}x{input_size[1]} inputs: {exc}") from None
-    num_classes = _close_classifier(body[-1], classifier, shape, width, num_classes)
+    num_classes = _close_classifier(body[-1], classifier, shape, width, num_classes, append_classifier)
 
     canonical = " > ".join(t.text for t in tokens)
     model = NotationNet(canonical, nn.Sequential(*features), nn.Sequential(*classifier), int(num_classes),

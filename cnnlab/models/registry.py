@@ -62,6 +62,53 @@ class ModelInfo:
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
+# The lectures' and papers' spellings of registered models, as data (display spelling -> registered name).
+# Lookup ignores case and the separators "-", "_", "." and spaces, so "VGG-16", "vgg_16", "Vgg16" and
+# "vgg16" are one spelling; entries whose letters already are the registered name are listed so that
+# `cnnlab models` can show the paper's form. VGG's configurations go by the paper's letters: A (11 weight
+# layers), A-LRN, B (13), C (16, with 1x1 convs), D (16), E (19).
+ALIASES: dict[str, str] = {
+    "LeNet-300": "lenet300", "LeNet-300-100": "lenet300_100", "LeNet-1": "lenet1", "LeNet-5": "lenet5",
+    "AlexNet": "alexnet",
+    "VGG-11": "vgg11", "VGG-A": "vgg11", "VGG-11-LRN": "vgg11_lrn", "VGG-A-LRN": "vgg11_lrn",
+    "VGG-13": "vgg13", "VGG-B": "vgg13", "VGG-16-C": "vgg16_c", "VGG-C": "vgg16_c",
+    "VGG-16": "vgg16", "VGG-D": "vgg16", "VGG-19": "vgg19", "VGG-E": "vgg19",
+    "VGG-11-BN": "vgg11_bn", "VGG-A-BN": "vgg11_bn", "VGG-13-BN": "vgg13_bn", "VGG-B-BN": "vgg13_bn",
+    "VGG-16-C-BN": "vgg16_c_bn", "VGG-C-BN": "vgg16_c_bn", "VGG-16-BN": "vgg16_bn", "VGG-D-BN": "vgg16_bn",
+    "VGG-19-BN": "vgg19_bn", "VGG-E-BN": "vgg19_bn",
+    "GoogLeNet": "googlenet", "Inception-v1": "googlenet",
+    "ResNet-18": "resnet18", "ResNet-34": "resnet34", "ResNet-50": "resnet50", "ResNet-101": "resnet101",
+    "ResNet-152": "resnet152", "Plain-18": "plain18", "Plain-34": "plain34",
+    "MobileNet": "mobilenet_v1", "MobileNet-v1": "mobilenet_v1",
+}
+
+
+def _spelling_key(name: str) -> str:
+    """What two spellings of one model share: lower case, without "-", "_", "." and whitespace."""
+    return re.sub(r"[-_.\s]+", "", name).lower()
+
+
+def canonical_name(name: str) -> str | None:
+    """The registered name `name` spells (exactly, case-insensitively, or as an ALIASES entry); None if
+    it spells none. Registered names win over aliases, so a user's own model is never shadowed."""
+    if not isinstance(name, str):
+        return None
+    if name in _REGISTRY:
+        return name
+    key = _spelling_key(name)
+    for registered in _REGISTRY:
+        if _spelling_key(registered) == key:
+            return registered
+    for alias, registered in ALIASES.items():
+        if _spelling_key(alias) == key and registered in _REGISTRY:
+            return registered
+    return None
+
+
+def aliases_of(name: str) -> list[str]:
+    """The papers' spellings of registered model `name` (from ALIASES), in table order."""
+    return [alias for alias, registered in ALIASES.items() if registered == name]
+
 
 def register_model(family: str, description: str, options_from: Callable | None = None) -> Callable:
     """Register a builder under its function name; raises ValueError on a duplicate name.
@@ -93,15 +140,21 @@ def list_models(family: str | None = None) -> list[ModelInfo]:
 
 
 def model_info(name: str) -> ModelInfo:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    """The registry entry `name` spells (a registered name or one of its ALIASES, case-insensitively)."""
+    registered = canonical_name(name)
+    if registered is None:
+        spellings = {**{_spelling_key(a): r for a, r in ALIASES.items()}, **{_spelling_key(r): r for r in _REGISTRY}}
+        close = difflib.get_close_matches(_spelling_key(str(name)), spellings, n=3)
+        suggestions = list(dict.fromkeys(spellings[c] for c in close))
+        hint = f" (did you mean {', '.join(suggestions)}?)" if suggestions else ""
         raise ConfigError(f"unknown model {name!r}{hint}; known: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY[registered]
 
 
 def is_notation(spec: str) -> bool:
-    """A model spec written in the lectures' layer notation rather than a registered name."""
+    """A model spec written in the lectures' layer notation rather than a registered name or alias."""
+    if canonical_name(spec) is not None:
+        return False
     return (any(ch in spec for ch in ">,\n ")
             or re.match(r"^\s*((dwconv|conv|fc|dropout)-?\d|(max|avg)pool)", spec, re.IGNORECASE) is not None)
 
@@ -122,7 +175,10 @@ def _check_option_type(model: str, key: str, value: object, default: object) -> 
     else:
         return
     if not ok:
-        raise ConfigError(f"model {model!r}: option {key} expects {kind} (default {default!r}), got {value!r}")
+        from ..utils.limits import short_text
+
+        raise ConfigError(f"model {model!r}: option {key} expects {kind} (default {default!r}), got "
+                          f"{short_text(repr(value))}")
 
 
 def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
@@ -132,12 +188,13 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int | No
     Unspecified num_classes / in_channels / input_size take the model's canonical values."""
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
-    if name not in _REGISTRY and is_notation(name):
+    if is_notation(name):
         from .notation import build_from_notation
 
         return build_from_notation(name, num_classes=num_classes, in_channels=3 if in_channels is None else in_channels,
                                    input_size=input_size, **options)
     info = model_info(name)
+    name = info.name
     known = info.options
     unknown = [k for k in options if k not in known]
     if unknown:

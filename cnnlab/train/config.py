@@ -7,19 +7,23 @@ Kept free of torch imports so that `cnnlab --help` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..data.folder import RESIZE_POLICIES
 from ..errors import ConfigError
+from ..transfer.freeze import BN_POLICIES
+from ..utils.limits import check_text_file, short_text
+from ..utils.safe_yaml import DocumentTooLarge, load_json, load_yaml
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "exponential", "cosine", "onecycle", "cyclic", "warmup")
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("val_acc", "val_loss")
+SEED_MAX = 2**63 - 1  # seeds are 64-bit (signed) integers: torch.Generator.manual_seed's range, less room for salts
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -54,7 +58,8 @@ class TrainConfig:
     batch_size: int = _f(32, "training mini-batch size (per process under torchrun)")
     eval_batch_size: int = _f(512, "evaluation batch size")
     optimizer: str = _f("sgd", "optimizer", choices=OPTIMIZERS)
-    lr: float = _f(0.1, "(peak) learning rate")
+    lr: float | str = _f(0.1, "(peak) learning rate, or 'auto': a short range test picks it for this model and "
+                              "data (fast.ai's valley rule; the value found is saved with the run)", parse="lr")
     momentum: float = _f(0.9, "SGD momentum (adam/adamw: beta1)")
     nesterov: bool = _f(True, "Nesterov momentum for SGD")
     weight_decay: float = _f(5e-4, "L2 weight decay, applied to weights only (not BN parameters or biases)")
@@ -80,6 +85,22 @@ class TrainConfig:
                            "sets the schedule to cyclic)")
     early_stopping: int = _f(0, "stop after N epochs without validation improvement, restore the best (0 = off)")
     monitor: str = _f("val_acc", "validation metric for early stopping", choices=MONITORS)
+    target_accuracy: float | None = _f(None, "stop once validation top-1 reaches this accuracy (time to accuracy; "
+                                             "result.json records reached/seconds_to_target/epochs_to_target)")
+    eval_every: int = _f(0, "validate every N optimizer steps as well as at epoch ends (0 = per epoch only); "
+                            "with --target-accuracy the run can stop mid-epoch")
+    # transfer learning (cnnlab.transfer): where the weights start, what stays frozen, per-stage learning rates
+    init: str | None = _f(None, "start from trained weights: a run directory, a .safetensors/.pt/.pth file, an "
+                                "http(s) URL (downloaded once into the cache), or published ImageNet weights: "
+                                "imagenet (for this model) or torchvision:NAME; a head of another class count is "
+                                "re-initialised")
+    init_sha256: str | None = _f(None, "expected SHA-256 (hex, or its first 8+ digits) of the --init file or URL")
+    freeze: str | None = _f(None, "freeze stages: all-but-head, up-to:stageK, or a list such as stem,stage1")
+    bn: str = _f("freeze", "BatchNorm inside frozen stages: freeze (eval mode, γ/β fixed), affine (statistics "
+                           "fixed, γ/β trained) or train (statistics adapt to the new data)", choices=BN_POLICIES)
+    lr_mult: str | None = _f(None, "per-stage learning-rate multipliers, e.g. head=1,stage4=0.1,*=0.01")
+    unfreeze_every: int = _f(0, "gradual unfreezing: release one frozen stage every K epochs, top stage first "
+                                "(0 = off; needs --freeze)")
     # reproducibility & run directory
     seed: int = _f(0, "seed for the split, initialisation, data order and augmentation")
     out: str | None = _f(None, "run directory (default runs/<time>-<model>-<data>)")
@@ -97,32 +118,51 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------------------------------
     def validate(self) -> "TrainConfig":
-        """Raise ConfigError (one line) for an impossible value; returns self."""
+        """Raise ConfigError (one line) for an impossible value; returns self.
+
+        Everything a run would trip over later is checked here, before any data is loaded or any run
+        directory is written: kinds, non-finite numbers (nan, inf), ranges, the augmentation spec."""
+        self._validate_kinds()
+        if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
+            raise ConfigError(f"target-accuracy must be in (0, 1], got {self.target_accuracy}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError(f"eval-every must be a non-negative integer, got {self.eval_every!r}")
         if not isinstance(self.pad, int) or isinstance(self.pad, bool) or not 0 <= self.pad <= 1024:
             raise ConfigError(f"pad must be an integer in [0, 1024], got {self.pad!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
-                    "nan_check_every": self.nan_check_every}
+                    "nan_check_every": self.nan_check_every, "step_size": self.step_size,
+                    "image_size": self.image_size, "limit_per_class": self.limit_per_class}
         for name, value in positive.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value is not None and value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed}")
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"unknown {f.name.replace('_', '-')} {getattr(self, f.name)!r}; "
                                   f"known: {', '.join(choices)}")
-        nonneg = ("lr", "weight_decay", "l1", "clip_grad", "warmup_epochs", "min_lr", "checkpoint_every",
-                  "threads", "snapshots", "early_stopping", "momentum")
+        if self.lr != "auto" and (isinstance(self.lr, str) or isinstance(self.lr, bool)):
+            raise ConfigError(f"lr must be a positive number or 'auto', got {self.lr!r}")
+        nonneg = ("weight_decay", "l1", "clip_grad", "warmup_epochs", "min_lr", "checkpoint_every",
+                  "threads", "snapshots", "early_stopping", "momentum", "plateau_patience")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.lr == 0:
-            raise ConfigError("lr must be positive")
+        if self.lr != "auto" and not self.lr > 0:
+            raise ConfigError(f"lr must be a positive number or 'auto', got {self.lr}")
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema-decay must be in (0, 1), got {self.ema_decay}")
+        if not self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1) (adam/adamw: beta1), got {self.momentum}")
+        for name in ("gamma", "exp_gamma"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name.replace('_', '-')} is a decay factor: it must be in (0, 1], "
+                                  f"got {getattr(self, name)}")
         if self.ema_eval and not self.ema:
             raise ConfigError("--ema-eval needs --ema")
         if self.snapshots:
@@ -137,7 +177,49 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
         if not isinstance(self.model_opts, dict):
             raise ConfigError(f"model_opts must be a mapping, got {self.model_opts!r}")
+        from ..data.augment_spec import parse_spec  # torch-free: the grammar and argument rules only
+
+        parse_spec(self.augment)  # a bad token fails now, not on the first batch after the run dir exists
+        self._validate_transfer()
         return self
+
+    def _validate_kinds(self) -> None:
+        """Every field of the kind it is declared (so `TrainConfig(lr="0.1")` from Python is one line too),
+        and every float finite: nan and inf pass comparisons such as `lr > 0` and would poison a run."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and "None" in kind:
+                continue
+            option = f"--{f.name.replace('_', '-')}"
+            if kind.startswith("bool"):
+                ok = isinstance(value, bool)
+            elif kind.startswith("int"):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind.startswith("float"):
+                if isinstance(value, str) and "str" in kind:
+                    continue  # a keyword such as lr's "auto", checked by name in validate()
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                if ok and not math.isfinite(value):
+                    raise ConfigError(f"{option} must be a finite number, got {value!r}")
+            elif kind.startswith("str"):
+                ok = isinstance(value, str)
+            else:
+                continue
+            if not ok:
+                raise ConfigError(f"{option} expects {kind.replace(' | None', '')}, got {value!r}")
+
+
+    def _validate_transfer(self) -> None:
+        """--init, --init-sha256, --freeze, --bn, --lr-mult, --unfreeze-every (syntax and published-weights
+        names; files are read when training starts, so a saved run stays valid if its source moves)."""
+        from ..transfer.freeze import check_options
+        from ..transfer.weights import check_init_spec
+
+        if self.init is not None:
+            check_init_spec(self.init, self.model, self.init_sha256)
+        elif self.init_sha256 is not None:
+            raise ConfigError("--init-sha256 needs --init")
+        check_options(self.freeze, self.lr_mult, self.bn, self.unfreeze_every)
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -183,12 +265,15 @@ def read_config_file(path: str | Path) -> dict:
     import yaml
 
     path = Path(path)
+    check_text_file(path, "config file")  # not /dev/zero, a pipe or a huge file: read without end
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text (UTF-8) config file (byte {exc.start}: {exc.reason})") from None
     try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        values = load_json(text) if path.suffix == ".json" else load_yaml(text)  # safe: no tags, no bombs
     except (ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: not valid YAML/JSON ({first})") from None
@@ -215,6 +300,8 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if isinstance(value, bool) or float(value) != int(value):
                 raise TypeError
             return int(value)
+        if kind.startswith("float | str"):  # a number, or a keyword such as lr's "auto"
+            return value if isinstance(value, str) and value == "auto" else float(value)
         if kind.startswith("float"):
             if isinstance(value, bool):
                 raise TypeError
@@ -229,8 +316,9 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if not isinstance(value, dict):
                 raise TypeError
             return dict(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf")) for `epochs: .inf`
+        raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got "
+                          f"{short_text(repr(value))}") from None
     return value
 
 
@@ -244,7 +332,9 @@ def parse_model_opts(items: list[str]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--model-opt expects KEY=VALUE, got {item!r}")
         try:
-            opts[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            opts[key.strip()] = load_yaml(raw) if raw.strip() else ""
+        except DocumentTooLarge as exc:
+            raise ConfigError(f"--model-opt {key.strip()}: {exc}") from None
         except yaml.YAMLError:
             opts[key.strip()] = raw
     return opts

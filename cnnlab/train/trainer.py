@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo
 from .ema import ModelEma
+from .finetune import make_freezer
 from .scoring import evaluate
 from .metrics import Meter
 from .optim import LRSchedule, build_optimizer, l1_weights
@@ -82,7 +83,8 @@ class Trainer:
             self.train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
-        self.optimizer = build_optimizer(model, cfg)
+        self.optimizer = build_optimizer(model, cfg)  # with --lr-mult's groups; --freeze's frozen params included
+        self.freezer = make_freezer(model, cfg)  # --freeze / --bn / --unfreeze-every, applied at each epoch start
         # Every rank must take the same number of steps (DDP all-reduces each one): use the smallest shard.
         n_local = len(loaders["train"].split) // dist.world_size
         self.steps_per_epoch = max(1, math.ceil(n_local / cfg.batch_size))
@@ -102,6 +104,9 @@ class Trainer:
         self.stop_requested = False
         self.history: list[dict] = []
         self.train_seconds = 0.0
+        self.fit_seconds = 0.0  # wall time inside fit (training, evaluation, checkpoints), across resumes
+        self._clock: float | None = None
+        self.target: dict = {"reached": False}
         self.progress = EpochProgress(enabled=not cfg.quiet and dist.is_main, epochs=cfg.epochs)
         self.writer = MetricsWriter(run_dir, enabled=dist.is_main) if run_dir is not None else None
 
@@ -155,6 +160,7 @@ class Trainer:
         """Train from the current position to the end of epoch `self.epoch`; return its train metrics."""
         cfg, loader = self.cfg, self.loaders["train"]
         self.train_model.train()
+        frozen = self._apply_freeze()
         loader.set_epoch(self.epoch, self.step)
         self.on_epoch_start()
         self.progress.start_epoch(self.epoch, self.steps_per_epoch, self.step)
@@ -179,6 +185,9 @@ class Trainer:
             if self.stop_requested:
                 self.save_checkpoint()
                 raise TrainingInterrupted(self.run_dir, self.epoch + 1, self.step)
+            if cfg.eval_every and cfg.target_accuracy and mid_epoch and self.global_step % cfg.eval_every == 0:
+                if self.check_target(self.evaluate("val")["val_acc"]):
+                    break  # the target is reached: the epoch ends here
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         metrics = self.meter.read(reduce=True, prefix="train_")
@@ -186,8 +195,21 @@ class Trainer:
             self._diverged()
         images = metrics["train_count"] - done_before  # this session's images, all ranks
         metrics.update(lr=self.lr, images_per_s=images / max(seconds, 1e-9), seconds=seconds)
+        if frozen is not None:
+            metrics.update(trainable_params=self.freezer.counts()[0], frozen_stages=len(frozen))
         del metrics["train_count"]
         return metrics
+
+    def _apply_freeze(self) -> list[str] | None:
+        """--freeze for this epoch (gradual unfreezing releases the top frozen stage every K epochs; frozen BN
+        stays in eval mode through the train() call above). Returns the frozen stages (None without --freeze)."""
+        if self.freezer is None:
+            return None
+        before = list(self.freezer.frozen)
+        frozen = self.freezer.set_epoch(self.epoch)
+        if frozen != before and self.cfg.l1 > 0:
+            self.l1_params = l1_weights(self.model)  # the L1 penalty follows the trainable weights
+        return frozen
 
     def evaluate(self, split: str, module: nn.Module | None = None, prefix: str | None = None) -> dict:
         """`evaluate` on one of the run's splits as {prefix}loss/acc/top5/count (prefix "<split>_")."""
@@ -199,11 +221,30 @@ class Trainer:
         out[f"{prefix}count"] = scores["count"]
         return out
 
+    def elapsed(self) -> float:
+        """Wall seconds spent in fit so far (this session plus the sessions before a resume)."""
+        return self.fit_seconds + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
+
+    def check_target(self, val_acc: float) -> bool:
+        """Record the moment validation top-1 first reaches --target-accuracy; True once it has."""
+        target = self.cfg.target_accuracy
+        if target is None or self.target["reached"]:
+            return self.target["reached"]
+        if val_acc >= target:
+            self.target = {"reached": True, "seconds_to_target": round(self.elapsed(), 3),
+                           "epochs_to_target": round(self.global_step / self.steps_per_epoch, 3),
+                           "val_accuracy_at_target": val_acc}
+            self.progress.log(f"target val accuracy {target:g} reached ({val_acc:.4f}) after "
+                              f"{self.target['seconds_to_target']:.1f} s, {self.target['epochs_to_target']:g} epochs")
+        return self.target["reached"]
+
     def fit(self) -> list[dict]:
-        """Epochs from the current position to cfg.epochs (or an early stop); returns the epoch records."""
+        """Epochs from the current position to cfg.epochs (or an early stop, or the target accuracy); returns
+        the epoch records."""
         cfg = self.cfg
+        self._clock = time.perf_counter()
         with self.progress, _stop_on_sigint(self):
-            while self.epoch < cfg.epochs and not self._patience_exhausted():
+            while self.epoch < cfg.epochs and not self._patience_exhausted() and not self.target["reached"]:
                 record = {"epoch": self.epoch + 1, **self.train_one_epoch()}
                 record.update(self.evaluate("val"))
                 if self.ema is not None:
@@ -212,6 +253,7 @@ class Trainer:
                 monitored = record[("ema_" if cfg.ema_eval else "") + cfg.monitor]
                 self.schedule.epoch_end(monitored, higher_is_better=cfg.monitor == "val_acc")
                 stop = self._early_stopping(monitored)
+                reached = self.check_target(record["val_acc"])
                 self._snapshot()
                 self.epoch, self.step = self.epoch + 1, 0
                 self.meter = Meter(self.device)
@@ -226,6 +268,9 @@ class Trainer:
                     self.progress.log(f"early stopping after epoch {self.epoch}: best {cfg.monitor} "
                                       f"{self.best['value']:.4f} at epoch {self.best['epoch']}")
                     break
+                if reached:
+                    break
+        self.fit_seconds, self._clock = self.elapsed(), None
         if self.best_weights is not None:
             self.eval_module().load_state_dict(self.best_weights)  # early stopping: back to the best epoch
         if self.writer is not None:
@@ -295,17 +340,34 @@ class Trainer:
                  "ema_updates": self.ema.updates if self.ema is not None else 0,
                  "rng": ckpt.rng_state(), "meter": self.meter.state(), "best": dict(self.best),
                  "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                 "train_seconds": self.train_seconds, "threads": torch.get_num_threads()}
+                 "train_seconds": self.train_seconds, "threads": torch.get_num_threads(),
+                 "fit_seconds": self.elapsed(), "target": dict(self.target)}
         ckpt.save_checkpoint(self.run_dir, weights, state, self.global_step)
         self.on_checkpoint()
 
     def load_checkpoint(self, run_dir: Path) -> None:
+        """Continue from the run's last good checkpoint; every file and value is checked first (one line
+        naming the file when it does not belong to this run's model and optimizer)."""
         weights, state = ckpt.load_checkpoint(run_dir, self.device)
-        self.model.load_state_dict(ckpt.split_prefixed(weights, "model."))
+        info = ckpt.latest_info(run_dir)
+        where = Path(run_dir) / ckpt.CKPT_DIR / info["weights"]
+        ckpt.load_into(self.model, ckpt.split_prefixed(weights, "model."), where)
         if self.ema is not None:
-            self.ema.module.load_state_dict(ckpt.split_prefixed(weights, "ema."))
-            self.ema.updates = int(state["ema_updates"])
+            ckpt.load_into(self.ema.module, ckpt.split_prefixed(weights, "ema."), where)
         best = ckpt.split_prefixed(weights, "best.")
+        if best:
+            ckpt.check_fits(self.eval_module(), best, where)
+        try:
+            self._restore(state, best)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            why = (str(exc).strip().splitlines() or [""])[0][:100]
+            raise ckpt.ConfigError(f"{Path(run_dir) / ckpt.CKPT_DIR / info['state']}: not the training state of "
+                                   f"this run's model and optimizer ({type(exc).__name__}: {why})") from None
+
+    def _restore(self, state: dict, best: dict) -> None:
+        """Position, optimizer, schedule, counters and RNG states from a loaded checkpoint's state."""
+        if self.ema is not None:
+            self.ema.updates = int(state["ema_updates"])
         self.best_weights = best or None
         self.best = dict(state["best"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -317,6 +379,8 @@ class Trainer:
         # epoch metrics count no sample twice.
         self.meter.load(state["meter"] if self.dist.is_main else torch.zeros_like(state["meter"]))
         self.train_seconds = float(state["train_seconds"])
+        self.fit_seconds = float(state.get("fit_seconds", self.train_seconds))
+        self.target = dict(state.get("target", {"reached": False}))
         if not self.cfg.threads and "threads" in state:
             # Bitwise resume needs the same reductions, so the same thread count as the interrupted run.
             torch.set_num_threads(int(state["threads"]))
