@@ -26,11 +26,6 @@ def _run(args) -> int:
     from ..viz.config import ReportConfig
     from ..viz.report import write_report
 
-    from pathlib import Path
-
-    from ..eval.report import evaluate_run
-
-    evaluation = evaluate_run(args.run, weights=args.weights, out_dir=Path(args.run) / "eval" / "test")
-    path = write_report(ReportConfig(args.run, args.image, args.weights, args.out), evaluation)
+    path = write_report(ReportConfig(args.run, args.image, args.weights, args.out))
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): open it in a web browser", flush=True)
     return 0

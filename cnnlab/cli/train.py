@@ -6,7 +6,6 @@ keys and explicit flags override it. With no arguments it runs the main job: LeN
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from dataclasses import fields
 
 from ..train.config import TrainConfig, parse_model_opts, read_config_file
@@ -122,12 +121,10 @@ def _write_report(run_dir) -> None:
 
     if run_dir is None or not env_info().is_main:
         return
-    from ..eval.report import evaluate_run
     from ..viz.report import build_report
 
     try:
-        evaluation = evaluate_run(run_dir, out_dir=Path(run_dir) / "eval" / "test")
-        path = build_report(run_dir, evaluation)
+        path = build_report(run_dir)
     except CnnlabError as exc:
         warnings.warn(f"report not written: {exc}", CnnlabWarning)
         return
