@@ -181,7 +181,11 @@ def _reps(name: str, batch: int, quick: bool) -> tuple[int, int]:
 
 
 def run(quick: bool = True, threads: int | None = None) -> dict:
-    """Measure every case; returns {"machine", "quick", "cases": [...]} (see the module docstring)."""
+    """Measure every case; returns {"machine", "quick", "cases": [...]} (see the module docstring). `quick`
+    may also be the benchmarks harness's Mode (quick/smoke -> quick, full -> not; its thread count)."""
+    if not isinstance(quick, bool) and hasattr(quick, "name"):
+        threads = threads or getattr(quick, "threads", None)
+        quick = quick.name != "full"
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()

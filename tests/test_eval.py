@@ -217,6 +217,13 @@ def test_other_data_lacking_a_class_is_scored_against_the_right_labels(abc_runs)
     assert report.top5_k == 3 and report.top5 == 1.0 and "capped at top-3" in notes
 
 
+def test_the_training_data_written_differently_is_still_the_runs_own(abc_runs):
+    run, _ = abc_runs
+    same = evaluate_run(run, data=run.config.data + "/./")  # the training folder: its test split, not all of it
+    assert same.count == len(run.dataset().test) == evaluate_run(run).count and same.notes == [
+        "top-5 is capped at top-3: the run has only 3 classes (so it is 100% by definition)"]
+
+
 def test_other_data_without_any_shared_class_is_refused(abc_runs, tmp_path):
     run, _ = abc_runs
     folder = tmp_path / "xyz"

@@ -201,6 +201,7 @@ def bn_run(tmp_path_factory):
     return Run.open(out)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "safetensors"])
 def test_export_run_formats_round_trip_with_metadata(bn_run, fmt, tmp_path):
     out = tmp_path / f"model.{fmt}"
@@ -249,6 +250,7 @@ def test_a_failed_parity_check_writes_nothing(bn_run, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_export_and_its_bad_inputs(bn_run, tmp_path):
     out = tmp_path / "m.onnx"
     proc = cnnlab("export", bn_run.path, "--format", "onnx", "--fuse-bn", "--out", out)

@@ -47,6 +47,8 @@ def _run(args) -> int:
         from ..runs import check_writable
 
         check_writable(out.parent if str(out.parent) else Path("."), "--out")
+    if Path(args.model).suffix.lower() == ".onnx" and args.weights != "final":
+        raise ConfigError("--weights chooses a run directory's weights; an .onnx file holds one set")
     _, folder = list_images(args.images)
     fmt = args.format or ("csv" if folder else "table")
     pred = predict_images(args.model, args.images, topk=args.topk, tta=tta, weights=args.weights)

@@ -63,6 +63,15 @@ def has_own_test_split(data: str) -> bool:
     return True  # anything else: load_dataset names the problem
 
 
+def is_own_data(run: Run, data: str | None) -> bool:
+    """Whether `data` names the data the run was trained on (the same name, or the same path written
+    differently): then its splits are reproduced exactly, so the test split holds no training image."""
+    if data is None or data == run.config.data:
+        return True
+    a, b = Path(data).expanduser(), Path(run.config.data).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
 def load_eval_data(run: Run, data: str | None = None, split: str | None = None) -> EvalData:
     """The evaluation images: `split` (default test) of the run's data, or of `data` when given.
 
@@ -71,7 +80,7 @@ def load_eval_data(run: Run, data: str | None = None, split: str | None = None) 
     skipped, and the run's classes without images are named in the notes. Data without a test split of
     its own (a flat image folder, an .npz without x_test) is evaluated whole (split "all")."""
     check_split(split)
-    own = data is None or data == run.config.data
+    own = is_own_data(run, data)
     if own:
         dataset = run.dataset()
         split = split or "test"

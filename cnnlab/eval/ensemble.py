@@ -39,7 +39,7 @@ class Member:
     std: tuple[float, ...]
 
 
-def open_run(run: Run | str | Path, option: str = "RUN_DIR") -> Run:
+def open_run(run: Run | str | Path) -> Run:
     """A Run from a Run or a path."""
     return run if isinstance(run, Run) else Run.open(run)
 
@@ -52,7 +52,7 @@ def member_specs(run: Run, weights: str = "final", ensemble: list | None = None)
     """The members `run` with `weights` (plus the runs of `ensemble`, with the same kind of weights) make,
     every weights file and class list checked before anything is loaded. `weights="snapshots"` takes
     every snapshot a snapshot-ensembled run kept."""
-    runs = [run] + [open_run(r, "--ensemble") for r in (ensemble or [])]
+    runs = [run] + [open_run(r) for r in (ensemble or [])]
     for other in runs[1:]:
         if other.classes != run.classes:
             raise ConfigError(f"--ensemble {other.path}: its classes {_short(other.classes)} differ from "

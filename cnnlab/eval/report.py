@@ -75,7 +75,7 @@ def evaluate_run(run: Run | str | Path, *, split: str = "test", weights: str = "
     import torch
 
     from ..runs import check_writable
-    from .data import check_split, load_eval_data
+    from .data import check_split, is_own_data, load_eval_data
     from .ensemble import load_members, member_specs, open_run, predict_split
     from .metrics import (confident_wrong, easiest_hardest, expected_calibration_error, per_class_table,
                           reliability_bins, topk_accuracy)
@@ -92,7 +92,7 @@ def evaluate_run(run: Run | str | Path, *, split: str = "test", weights: str = "
     if out_dir is not None:
         check_writable(out_dir, "--out")
     # A caller who leaves split at its default on other data gets that data's natural split.
-    data_split = None if (data is not None and data != run.config.data and split == "test") else split_arg
+    data_split = None if (not is_own_data(run, data) and split == "test") else split_arg
     evaluation = load_eval_data(run, data, data_split)
     if len(evaluation.split) == 0:
         raise ConfigError(f"{evaluation.source}: no images to evaluate")
