@@ -54,6 +54,22 @@ def test_features_equal_a_plain_forward_through_the_same_layers(run_dir, tmp_pat
     assert flat.meta["shape"] == [16, 5, 5]
 
 
+def test_features_of_other_data_use_the_runs_normalisation(run_dir, tmp_path):
+    """Other data (here: the digits inverted, 32x32 like the run's input) is normalised with the mean/std
+    the run was trained with, not with the new data's own statistics."""
+    ds = Run.open(run_dir).dataset()
+    inverted = 255 - ds.test.images[:, 0].numpy()
+    np.savez(tmp_path / "inv.npz", x=inverted, y=ds.test.labels.numpy(), x_test=inverted,
+             y_test=ds.test.labels.numpy())
+    info = json.loads((run_dir / "config.json").read_text())
+    x = (torch.from_numpy(inverted).float()[:, None] / 255.0 - info["mean"][0]) / info["std"][0]
+    model = Run.open(run_dir).model()
+    with torch.no_grad():
+        expected = model.features(x).flatten(1).numpy()
+    fs = extract_features(str(run_dir), "stage2", str(tmp_path / "inv.npz"))
+    assert np.allclose(fs.x["test"], expected, atol=1e-5)
+
+
 def test_features_are_cached_and_recomputed_when_the_layer_changes(run_dir, tmp_path, monkeypatch):
     out = tmp_path / "f.npz"
     first = extract_features(str(run_dir), "stage2", out=out)

@@ -32,7 +32,8 @@ def add_parser(sub):
     p.add_argument("--image-size", type=int, metavar="N", help="a model name: resize images to NxN")
     p.add_argument("--channels", type=int, choices=(1, 3), help="a model name: grey (1) or RGB (3)")
     p.add_argument("--limit-per-class", type=int, metavar="N", help="at most N images per class and split")
-    p.add_argument("--seed", type=int, default=0, help="split (and fresh initialisation) seed (default: 0)")
+    p.add_argument("--seed", type=int, help="split (and a model name's initialisation) seed (default: the run's, "
+                                            "else 0)")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: 256)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default: cpu)")
     p.set_defaults(func=_run)

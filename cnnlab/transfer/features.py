@@ -135,7 +135,7 @@ def _stat(path: Path) -> list:
 
 
 def _prepare(source: str, data: str | None, *, weights: str, init: str | None, image_size, channels,
-             limit_per_class, seed: int):
+             limit_per_class, seed: int | None):
     """(model in eval mode, dataset, mean, std, identity for the cache key, notes) for a run directory or a
     model spec (a registered name or notation, freshly initialised or started from --init)."""
     import warnings
@@ -150,14 +150,19 @@ def _prepare(source: str, data: str | None, *, weights: str, init: str | None, i
     if Path(source).is_dir():
         if init is not None:
             raise ConfigError("--init applies to a model name; a run directory brings its own weights")
+        if image_size is not None or channels is not None:
+            raise ConfigError("--image-size/--channels apply to a model name; a run reads data at its own size")
         run = Run.open(source)
         model = run.model(weights)
         pre = run.preprocess
-        if data is None or data == run.config.data:
-            dataset = run.dataset()
+        cfg = run.config.replace(seed=run.config.seed if seed is None else seed)
+        if data is None or data == run.config.data:  # the run's own data, split and labelled as in training
+            if limit_per_class is not None:
+                cfg = cfg.replace(limit_per_class=limit_per_class)
+            dataset = load_data(cfg, run.classes)
             data = run.config.data
         else:  # another dataset, read at the run's geometry (its own labels, not the run's classes)
-            cfg = run.config.replace(data=data, limit_per_class=limit_per_class, seed=seed)
+            cfg = cfg.replace(data=data, limit_per_class=limit_per_class)
             dataset = load_data(cfg)
             want = (pre.channels, *pre.image_size)
             if tuple(dataset.image_shape) != want:
@@ -168,6 +173,7 @@ def _prepare(source: str, data: str | None, *, weights: str, init: str | None, i
         return model, dataset, mean, std, {**ident, "data": data}, notes
     if data is None:
         raise ConfigError("--data is required with a model name (a run directory defaults to its own data)")
+    seed = 0 if seed is None else seed
     cfg = TrainConfig(model=source, data=data, init=init, image_size=image_size, channels=channels, seed=seed,
                       limit_per_class=limit_per_class).validate()
     with warnings.catch_warnings(record=True) as caught:
@@ -188,12 +194,13 @@ def _prepare(source: str, data: str | None, *, weights: str, init: str | None, i
 def extract_features(source: str, layer: str = "pre-logits", data: str | None = None, *,
                      out: str | Path | None = None, pool: str = "avg", weights: str = "final",
                      init: str | None = None, image_size: int | None = None, channels: int | None = None,
-                     limit_per_class: int | None = None, seed: int = 0, batch_size: int = 256,
+                     limit_per_class: int | None = None, seed: int | None = None, batch_size: int = 256,
                      device: str = "cpu") -> FeatureSet:
     """The `layer` activations of `source` (a run directory, or a model name/notation with optional --init
     weights) for every image of `data` (default: the run's own data, split as it was trained), pooled by
-    `pool` (avg | max: global pooling of conv maps; flatten). With `out`, saved there (atomically) — or, when
-    `out` already holds features made the same way, read back without computing anything."""
+    `pool` (avg | max: global pooling of conv maps; flatten). `seed` (default: the run's, else 0) fixes the
+    train/val/test split. With `out`, saved there (atomically) — or, when `out` already holds features made
+    the same way, read back without computing anything."""
     from ..data import BatchLoader
 
     if pool not in POOLS:
@@ -236,7 +243,7 @@ def extract_features(source: str, layer: str = "pre-logits", data: str | None = 
         ys[split] = part.labels.numpy().astype(np.int64)
     meta = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "source": str(source), "layer": layer,
             "pool": pool, "data": str(ident["data"]), "shape": list(shape), "key": key,
-            "model": getattr(model, "__class__", type(model)).__name__}
+            "model": type(model).__name__}
     fs = FeatureSet(xs, ys, list(dataset.classes), meta, out, False, time.perf_counter() - start, notes)
     if out is not None:
         save_features(fs, out)

@@ -196,6 +196,10 @@ def transfer_study(model: str = "lenet5", data: str = "digits", *, data_b: str |
     if clash:
         raise ConfigError(f"transfer-study sets {', '.join(sorted(clash))} itself")
     TrainConfig.resolve({"model": model, "data": data, "epochs": epochs, **options}, {}, "transfer-study")
+    from ..models.registry import is_notation, model_info
+
+    if not is_notation(model):
+        model_info(model)  # an unknown name fails now, not after the data is written
     root = Path(out) if out else Path("runs") / f"transfer-study-{Path(model).name}-{Path(data).stem}"
     from ..runs import check_writable
 

@@ -94,8 +94,9 @@ def read_init(spec: str, model: str, *, sha256: str | None = None, offline: bool
             path, classes, mean, std = open_run(path)
         elif not path.is_file():
             raise ConfigError(f"--init {spec}: no such file or run directory")
-        elif sha256 and not _digest_matches(path, sha256):
-            raise ConfigError(f"--init {spec}: SHA-256 does not start with {sha256.lower()} (--init-sha256)")
+        if sha256 and not _digest_matches(path, sha256):
+            raise ConfigError(f"--init {spec}: {path.name}'s SHA-256 does not start with {sha256.lower()} "
+                              f"(--init-sha256)")
     return InitWeights(spec, path, read_state_dict(path), classes, mean, std, published)
 
 
