@@ -70,7 +70,13 @@ def _check_shape_and_numbers(name: str, results: dict, table: str, root: Path, s
     assert len(header) == 1 + len(spec.columns) + len(published) and len(lines) == 2 + len(cells)
     for cell, line in zip(results["cells"], lines[2:]):
         assert line.startswith(f"| {cell['label']} |")
-        assert len(cell["runs"]) == seeds and all(r["status"] == "finished" for r in cell["runs"]), cell["runs"]
+        assert len(cell["runs"]) == seeds
+        if cell["outcome"] == "diverged":  # e.g. batchnorm's lr 2 without BN: a result, shown as such
+            assert all(r["status"] == "diverged" for r in cell["runs"])
+            assert line.count("| diverged ") == len(spec.columns) and not any(
+                (Path(r["path"]) / "result.json").exists() for r in cell["runs"])
+            continue
+        assert all(r["status"] == "finished" for r in cell["runs"]), cell["runs"]
         for col in spec.columns:
             expected = [_oracle(col.key, Path(r["path"]), root) for r in cell["runs"]]
             got = cell["values"][col.key]
@@ -114,9 +120,9 @@ def test_lenet_table_quick_conv_lenets_beat_the_output_layer_alone_and_follow_th
     assert "50.00" in (out / "table.md").read_text()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["augmentation", "relu-vs-tanh", "ablation", "plain-vs-residual", "batchnorm",
-                                  "depthwise"])
+@pytest.mark.parametrize("name", ["augmentation", "relu-vs-tanh", "ablation",
+                                  pytest.param("plain-vs-residual", marks=pytest.mark.slow),  # 11-21M parameters
+                                  "batchnorm", "depthwise"])
 def test_every_experiment_runs_quick_and_its_numbers_come_from_its_runs(tmp_path, capsys, name):
     results, table, _ = _run(capsys, tmp_path, name, "--quick")
     _check_shape_and_numbers(name, results, table, tmp_path / "runs")
@@ -124,7 +130,8 @@ def test_every_experiment_runs_quick_and_its_numbers_come_from_its_runs(tmp_path
     if name == "relu-vs-tanh":  # the threshold column is only checked where some run crossed it
         assert any(c["values"]["epochs_25"]["mean"] is not None for c in results["cells"])
     if name == "batchnorm":  # the last epoch's training error, not the first's
-        assert all(len(_metric_lines(r["path"])) == 2 for c in results["cells"] for r in c["runs"])
+        assert all(len(_metric_lines(r["path"])) == 2 for c in results["cells"] for r in c["runs"]
+                   if c["outcome"] == "finished")
 
 
 @pytest.mark.slow

@@ -141,6 +141,33 @@ def test_a_killed_sweep_resumes_its_study(tmp_path, capsys):
     assert [status[f"resume-t000{k}"] for k in (0, 2, 3)] == ["finished"] * 3
 
 
+@pytest.mark.slow
+def test_ctrl_c_queues_the_running_trial_again(tmp_path):
+    root = tmp_path / "runs"
+    cfg = _write(tmp_path / "s.yaml", study="ctrlc", sampler="random", trials=2, pruner="none",
+                 train={**TRAIN, "epochs": 200}, space={"lr": {"low": 0.01, "high": 0.3, "log": True}})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", "--config", str(cfg), "--root", str(root)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not (root / "ctrlc-t0000" / "metrics.jsonl").is_file():
+            assert proc.poll() is None and time.time() < deadline, "trial 0 did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "queued again" in err and "Traceback" not in err, err
+    S = optuna.trial.TrialState
+    trials = optuna.load_study(study_name="ctrlc", storage=_storage(root)).trials
+    assert [t.state for t in trials] == [S.FAIL, S.WAITING] and trials[1].params == trials[0].params
+    assert trials[1].system_attrs["failed_trial"] == 0
+    assert leaderboard(root)[0]["detail"].startswith("interrupted")
+
+
 def _two_workers(cfg: Path, roots: list[Path], storage: str | None) -> list[subprocess.CompletedProcess]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     extra = ["--storage", storage] if storage else []
@@ -200,8 +227,9 @@ def postgres_server():
         pg = pwd.getpwnam("postgres")
     except KeyError:
         pytest.skip("no 'postgres' system user to run initdb as, and no CNNLAB_TEST_POSTGRES_URL")
-    if os.geteuid() != 0:
-        pytest.skip("starting a PostgreSQL cluster needs root (runuser -u postgres); set CNNLAB_TEST_POSTGRES_URL")
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("starting a PostgreSQL cluster needs root and runuser (runuser -u postgres); set "
+                    "CNNLAB_TEST_POSTGRES_URL")
     pg_bin = bins[-1]
     base = tempfile.mkdtemp(prefix="cnnlab-pg.")
     os.chown(base, pg.pw_uid, pg.pw_gid)
