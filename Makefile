@@ -21,8 +21,11 @@ test: $(STAMP)
 	$(BIN)/ruff check cnnlab tests benchmarks
 	$(BIN)/python -m pytest -n 2 -q
 
+# Quick mode (minutes on 2 cores): writes benchmarks/results/*.json and prints the table with every check's
+# verdict. `python -m benchmarks --check` also fails on a failed check, `--full` is the long version and
+# `--readme` regenerates the README's performance section from the JSON files.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -12,8 +12,12 @@ A run directory (schema_version 1) holds:
     model_raw.safetensors        with --ema --ema-eval: the raw weights (final = EMA)
     model_ema.safetensors        with --ema: the EMA weights (final = raw)
     snapshots/snapshot-K.safetensors   with --snapshots M
+    eval/<what>/     `cnnlab eval`'s files by default (format owned by cnnlab.eval.report)
     checkpoints/     the exact training state (format owned by cnnlab.train.checkpoint)
     result.json      {"schema_version": 1, "test_accuracy", ...}
+    report.html      the run's self-contained report page (cnnlab.viz.report; `cnnlab report`)
+    viz/<kind>-<what>.png        pictures `cnnlab viz` draws (filters-<layer>, gradcam-<image>-<layer>, ...)
+    init.json        with --init: what loading the weights did (loaded / missing / unexpected / reshaped keys)
     .lock            held (flock) by the process writing the run
 
 A run written before schema versions existed is version 0: the same files without "schema_version", and it
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from .errors import ConfigError
 from .train.config import TrainConfig
-from .utils.io import save_safetensors_atomic, write_json_atomic, write_text_atomic
+from .utils.io import remove_stale_temps, save_safetensors_atomic, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # torch is imported lazily: opening a run to read its config needs none
     from torch import nn
@@ -44,8 +48,8 @@ if TYPE_CHECKING:  # torch is imported lazily: opening a run to read its config 
 SCHEMA_VERSION = 1
 RUN_FILES = ("config.json", "config.yaml", "classes.json", "metrics.jsonl", "model.safetensors",
              "model_raw.safetensors", "model_ema.safetensors", "model_best.safetensors", "result.json",
-             "report.html")
-RUN_DIRS = ("checkpoints", "snapshots", "tensorboard")
+             "report.html", "init.json")
+RUN_DIRS = ("checkpoints", "snapshots", "tensorboard", "viz", "eval")
 WEIGHT_KINDS = ("final", "best", "raw", "ema", "snapshot:K")
 LOCK = ".lock"
 
@@ -128,6 +132,7 @@ def claim_run_dir(out: str | Path | None, cfg: TrainConfig, overwrite: bool = Fa
                 (path / name).unlink(missing_ok=True)
             for name in RUN_DIRS:
                 shutil.rmtree(path / name, ignore_errors=True)
+            remove_leftovers(path)
         yield path
 
 
@@ -140,6 +145,17 @@ def _refuse_non_empty(path: Path, overwrite: bool) -> bool:
         raise ConfigError(f"--out {path}: directory exists and is not empty (use --overwrite to replace it, "
                           f"or {hint})")
     return True
+
+
+def remove_leftovers(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files that atomic writes killed mid-write left in the run directory and its
+    checkpoints/ and snapshots/ folders (the caller holds the run's lock: nobody else writes there)."""
+    run_dir = Path(run_dir)
+    removed = remove_stale_temps(run_dir, all_of_them=True)
+    for name in ("checkpoints", "snapshots"):
+        if (run_dir / name).is_dir():
+            removed += remove_stale_temps(run_dir / name, all_of_them=True)
+    return removed
 
 
 @contextlib.contextmanager
@@ -193,6 +209,20 @@ def write_result(run_dir: Path, result: dict) -> None:
     write_json_atomic(run_dir / "result.json", {"schema_version": SCHEMA_VERSION, **result})
 
 
+def write_init_report(run_dir: Path, report: dict) -> None:
+    """init.json: what --init loaded into the model when the run started (kept for its result.json on resume)."""
+    write_json_atomic(run_dir / "init.json", {"schema_version": SCHEMA_VERSION, **report})
+
+
+def read_init_report(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / "init.json"
+    if not path.is_file():
+        return None
+    report = read_json(path)
+    report.pop("schema_version", None)
+    return report
+
+
 class MetricsWriter:
     """Append one JSON object per epoch to metrics.jsonl (flushed + fsync'ed: a kill loses no epoch) and mirror
     the numbers to TensorBoard when `torch.utils.tensorboard` imports."""
@@ -218,10 +248,13 @@ class MetricsWriter:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # e.g. a full disk: name the file (a half line is dropped on resume)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self.tb is not None:
             step = record.get("epoch", 0)
             for key, value in record.items():
@@ -234,6 +267,15 @@ class MetricsWriter:
             self.tb.close()
 
 
+def eval_dir(run_dir: str | Path, split: str, weights: str, tta: str | None = None, ensemble: bool = False,
+             data: str | None = None) -> Path:
+    """RUN/eval/<split>-<weights>[-<tta>][-ensemble][-on-<data>]: where `cnnlab eval` writes by default."""
+    parts = [split, weights.replace(":", "")] + ([tta] if tta else []) + (["ensemble"] if ensemble else [])
+    if data:
+        parts.append("on-" + run_slug(Path(data).stem if ("/" in data or os.sep in data) else data, 24))
+    return Path(run_dir) / "eval" / "-".join(parts)
+
+
 # --- reading ---------------------------------------------------------------------------------------------------
 
 def weights_path(run_dir: str | Path, kind: str) -> Path:
@@ -244,6 +286,17 @@ def weights_path(run_dir: str | Path, kind: str) -> Path:
     if m:
         return run_dir / "snapshots" / f"snapshot-{int(m.group(1))}.safetensors"
     raise ConfigError(f"--weights {kind!r}: expected one of {', '.join(WEIGHT_KINDS)}")
+
+
+def viz_path(run_dir: str | Path, *parts: str) -> Path:
+    """RUN/viz/<part>-<part>....png, each part made file-name safe: where `cnnlab viz` writes a picture."""
+    safe = [re.sub(r"[^A-Za-z0-9._-]+", "_", str(p)).strip("_") or "x" for p in parts]
+    return Path(run_dir) / "viz" / ("-".join(safe) + ".png")
+
+
+def report_path(run_dir: str | Path) -> Path:
+    """RUN/report.html: the run's report page."""
+    return Path(run_dir) / "report.html"
 
 
 def read_json(path: Path) -> dict:
@@ -386,17 +439,14 @@ class Run:
         """The run's model, built with its own options, with weights `weights` loaded (None: freshly
         initialised), in eval mode."""
         from .models import build_model
-        from .train.checkpoint import load_weights
+        from .models.footprint import check_buildable
+        from .train.checkpoint import load_into, load_weights
 
+        check_buildable(self.config.model, **self.build_kwargs())  # a tampered config.json allocates nothing
         model = build_model(self.config.model, **self.build_kwargs())
         if weights is not None:
             path = self.resolve_weights(weights)
-            state = load_weights(path, device)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise ConfigError(f"{path}: does not fit the run's model {self.config.model!r} ({first})") from None
+            load_into(model, load_weights(path, device), path)
         return model.to(device).eval()
 
     def dataset(self, data: str | None = None):
@@ -433,14 +483,16 @@ def resolve_model_spec(spec: str, input_size: tuple[int, int, int] | None = None
                        meta: bool = True):
     """(model, display name, (C, H, W)) for MODEL as a user types it: a saved run directory (its own
     options, input size and class count), a registered name or a notation string. Analysis-only: the
-    model is built on the meta device where possible and carries no trained weights."""
+    model is built on the meta device where possible and carries no trained weights. Notation is analysed as
+    written: no classifier the user did not write (see analysis.as_written)."""
+    from .analysis.as_written import written_notation
     from .analysis.resolve import resolve_model
 
-    if Path(spec).is_dir():
+    if spec.strip() and Path(spec).is_dir():
         run = Run.open(spec)
         pre = run.preprocess
         size = input_size or (pre.channels, *pre.image_size)
         model, _, size = resolve_model(run.config.model, size, num_classes or run.num_classes, meta,
                                        options=run.model_options)
         return model, f"{run.config.model} ({spec})", size
-    return resolve_model(spec, input_size, num_classes, meta)
+    return written_notation(spec, input_size, num_classes) or resolve_model(spec, input_size, num_classes, meta)

@@ -212,6 +212,31 @@ def test_transfer_is_handed_to_cnnlab_transfer(tmp_path, capsys, monkeypatch):
                     "the transfer experiment needs cnnlab.transfer")
 
 
+def test_transfer_runs_cnnlab_transfer_study_with_the_experiment_options(tmp_path, capsys, monkeypatch):
+    import cnnlab.transfer.study as study
+
+    calls = []
+
+    class Outcome:
+        rows = [{"n": 0, "copied": "none"}]
+        plot = tmp_path / "exp" / "transfer-study.png"
+
+        def table(self):
+            return "| n | copied stages |\n|---|---|\n| 0 | none |"
+
+    def fake(**kwargs):
+        calls.append(kwargs)
+        (tmp_path / "exp").mkdir(parents=True, exist_ok=True)
+        return Outcome()
+
+    monkeypatch.setattr(study, "transfer_study", fake)
+    assert main(["experiment", "run", "transfer", "--quick", "--data", "digits", "--root", str(tmp_path / "runs"),
+                 "--out", str(tmp_path / "exp"), "--set", "threads=1"]) == 0
+    assert calls == [{"data": "digits", "quick": True, "seeds": None, "out": tmp_path / "exp",
+                      "train_options": {"threads": 1}}]
+    assert "| 0 | none |" in capsys.readouterr().out and (tmp_path / "exp" / "table.md").is_file()
+
+
 def test_list_names_every_experiment(capsys):
     assert main(["experiment", "list", "--format", "json"]) == 0
     names = [e["name"] for e in json.loads(capsys.readouterr().out)]

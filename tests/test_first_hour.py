@@ -44,8 +44,9 @@ def test_lenet5_trains_on_28x28_mnist_by_padding_to_32(tmp_path):
     proc = cnnlab("train", "lenet5", "--data", "mnist", "--data-dir", tmp_path / "mnist", "--offline",
                   "--out", out, *QUICK)
     assert proc.returncode == 0, proc.stderr
-    notes = [line for line in proc.stderr.splitlines() if "note:" in line]
-    assert len(notes) == 1 and "28x28" in notes[0] and "padded by 2" in notes[0]
+    # (random pixels cannot be learned, so a chance-level note may follow; the padding note comes once)
+    notes = [line for line in proc.stderr.splitlines() if "note:" in line and "28x28" in line]
+    assert len(notes) == 1 and "padded by 2" in notes[0]
     config = json.loads((out / "config.json").read_text())
     assert config["image_size"] == [32, 32] and config["pad"] == 2 and config["preprocess"]["pad"] == 2
     assert "after 1 epoch," in proc.stdout  # not "1 epochs"

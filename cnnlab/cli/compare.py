@@ -27,7 +27,6 @@ def add_parser(sub):
 
 def _run(args) -> int:
     from ..analysis.compare import compare, depthwise_pair, render_compare
-    from ..analysis.as_written import written_notation
     from ..analysis.resolve import parse_input
     from ..runs import resolve_model_spec as resolve_model
     from ..analysis.summary import summarize
@@ -53,8 +52,7 @@ def _run(args) -> int:
             raise ConfigError(f"compare needs exactly two models (or --demo depthwise), got {len(args.models)}")
         summaries = []
         for spec in args.models:
-            model, name, model_size = (written_notation(spec, size, args.num_classes)
-                                        or resolve_model(spec, size, args.num_classes))
+            model, name, model_size = resolve_model(spec, size, args.num_classes)
             size = size or model_size  # B is analysed on A's input so the numbers are comparable
             summaries.append(summarize(model, model_size, name=name))
         a, b = summaries

@@ -8,7 +8,7 @@ from ..data.folder import RESIZE_POLICIES  # light: folder imports numpy, not to
 
 def add_data_options(p) -> None:
     """The dataset options of `cnnlab data show`: TrainConfig's data fields, so train.run.load_data reads them."""
-    p.add_argument("data", help="digits, mnist, fashion-mnist, kmnist, cifar10, cifar100, an image folder "
+    p.add_argument("data", help="digits, mnist, fashion-mnist, kmnist, usps, cifar10, cifar100, an image folder "
                    "or a .npz file")
     p.add_argument("--data-dir", help="folder already holding the dataset's files (used as is)")
     p.add_argument("--offline", action="store_true", help="never use the network")
@@ -34,7 +34,7 @@ def add_parser(sub):
     show.add_argument("--samples", type=int, default=16, help="number of samples in the grid")
     show.set_defaults(func=_show)
     fetch = dsub.add_parser("fetch", help="download a named dataset into the cache ($CNNLAB_HOME)")
-    fetch.add_argument("data", help="mnist, fashion-mnist, kmnist, cifar10 or cifar100")
+    fetch.add_argument("data", help="mnist, fashion-mnist, kmnist, usps, cifar10 or cifar100")
     fetch.set_defaults(func=_fetch)
     p.set_defaults(func=lambda args: p.print_help() or 0)
 

@@ -32,8 +32,8 @@ def add_parser(sub):
     run.add_argument("--data", metavar="DATA", help="dataset for every run (default: the experiment's, digits)")
     run.add_argument("--quick", action="store_true", help="tiny data and 1-2 epochs: checks the pipeline in "
                                                           "minutes, not the lectures' numbers")
-    run.add_argument("--seeds", type=int, default=1, metavar="K", help="train each cell with seeds 0..K-1; "
-                                                                       "cells show mean ± std (default 1)")
+    run.add_argument("--seeds", type=int, default=None, metavar="K",
+                     help="train each cell with seeds 0..K-1; cells show mean ± std (default 1; transfer: its own)")
     run.add_argument("--jobs", type=int, default=1, metavar="N", help="N trainings at a time, in separate "
                                                                       "processes (default 1)")
     run.add_argument("--root", default="runs", metavar="DIR", help="runs root: where the trainings and "

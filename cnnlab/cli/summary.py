@@ -22,17 +22,15 @@ def add_parser(sub):
 
 
 def _run(args) -> int:
-    from ..analysis.as_written import written_notation
     from ..analysis.resolve import parse_input
-    from ..runs import resolve_model_spec as resolve_model
     from ..analysis.summary import summarize
+    from ..runs import resolve_model_spec
     from ..errors import ConfigError
 
     size = parse_input(args.input) if args.input else None
     if args.num_classes is not None and args.num_classes < 1:
         raise ConfigError(f"--num-classes must be positive, got {args.num_classes}")
-    model, name, size = (written_notation(args.model, size, args.num_classes)
-                          or resolve_model(args.model, size, args.num_classes))
+    model, name, size = resolve_model_spec(args.model, size, args.num_classes)
     summary = summarize(model, size, strict=args.strict, name=name)
     print(summary.render(args.format), end="")
     return 0

@@ -6,6 +6,7 @@ keys and explicit flags override it. With no arguments it runs the main job: LeN
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from dataclasses import fields
 
 from ..train.config import TrainConfig, parse_model_opts, read_config_file
@@ -70,6 +71,8 @@ def add_parser(sub):
                                                     "flags given here override it")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint "
                                                        "(with its saved configuration)")
+    p.add_argument("--no-report", action="store_true", help="do not write RUN_DIR/report.html (the run's HTML "
+                   "report page, `cnnlab report`) at the end")
     add_arguments(p)
     p.set_defaults(func=_run)
 
@@ -104,7 +107,31 @@ def _run(args: argparse.Namespace) -> int:
     else:
         result = _interruptible(lambda: train(config_from_args(args)))
     print(final_line(result.summary, result.run_dir), flush=True)
+    if not args.no_report:
+        _write_report(result.run_dir)
     return 0
+
+
+def _write_report(run_dir) -> None:
+    """RUN_DIR/report.html (cnnlab.viz.report), written by the main process only; a report that cannot be
+    written is a note, not a failed run."""
+    import warnings
+
+    from ..errors import CnnlabError, CnnlabWarning
+    from ..train.distributed import env_info
+
+    if run_dir is None or not env_info().is_main:
+        return
+    from ..eval.report import evaluate_run
+    from ..viz.report import build_report
+
+    try:
+        evaluation = evaluate_run(run_dir, out_dir=Path(run_dir) / "eval" / "test")
+        path = build_report(run_dir, evaluation)
+    except CnnlabError as exc:
+        warnings.warn(f"report not written: {exc}", CnnlabWarning)
+        return
+    print(f"report: {path}", flush=True)
 
 
 def final_line(summary: dict, run_dir) -> str:

@@ -1,7 +1,8 @@
 """Dataset sources behind `--data`: each decodes once into a uint8 Dataset with seeded splits.
 
-`digits` (offline default), `mnist`/`fashion-mnist`/`kmnist` (IDX), `cifar10`/`cifar100` (binary), or a
-path: an image folder (optionally with train/val/test sub-folders) or a `.npz` with `x`/`y` arrays.
+`digits` (offline default), `mnist`/`fashion-mnist`/`kmnist` (IDX), `usps` (LIBSVM text, as the LIBSVM
+data sets page publishes it), `cifar10`/`cifar100` (binary), or a path: an image folder (optionally with
+train/val/test sub-folders) or a `.npz` with `x`/`y` arrays.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from ..utils.limits import check_memory, short_int
 from .dataset import Dataset, Split
 from .splits import limit_per_class as _limit
 from .splits import stratified_split
 
-SOURCES = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100")
+SOURCES = ("digits", "mnist", "fashion-mnist", "kmnist", "usps", "cifar10", "cifar100")
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 MAX_UNNAMED_CLASSES = 100_000  # an unnamed .npz's labels 0..K-1: beyond this, K is a corrupt label, not a class
 
@@ -44,6 +46,7 @@ def adapt(x: torch.Tensor, channels: int | None, size: tuple[int, int] | None,
         return x
     oc = channels or c
     oh, ow = size or (h, w)
+    check_memory(len(x) * oc * oh * ow, f"{len(x):,} images at {oc}x{short_int(oh)}x{short_int(ow)} (--image-size)")
     out = torch.empty((len(x), oc, oh, ow), dtype=torch.uint8)
     for s in range(0, len(x), 2048):
         chunk = x[s:s + 2048].float()
@@ -123,6 +126,8 @@ def load_digits(image_size=32, seed: int = 0, fractions=(0.6, 0.2, 0.2), channel
     x = torch.from_numpy(bunch.images).float().unsqueeze(1) * (255.0 / 16.0)
     size = _size(image_size)
     if size is not None and size != (8, 8):
+        check_memory(x.numel() * size[0] * size[1] * 4 // 64,
+                     f"the digits at {short_int(size[0])}x{short_int(size[1])} (--image-size)")
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     images = x.round().clamp(0, 255).to(torch.uint8)
     labels = torch.from_numpy(bunch.target).long()
@@ -158,6 +163,26 @@ def load_idx_source(name: str, *, data_dir=None, offline=False, mirrors=None, ch
         raise DataError(f"{paths[1].name}: label {top} out of range for {len(spec['classes'])} classes")
     info = {"source": name, "paths": [str(p) for p in paths], "native_size": list(xtr.shape[1:])}
     return assemble(name, spec["classes"], (xtr[:, None], ytr), (xte[:, None], yte), info=info, **kw)
+
+
+def load_usps_source(*, data_dir=None, offline=False, mirrors=None, checksums=None, **kw) -> Dataset:
+    """USPS, the official 7,291/2,007 split: `usps.bz2` and `usps.t.bz2` (or their decompressed twins)
+    from `data_dir` as they are, else fetched into the cache and checksummed."""
+    from .download import download
+    from .libsvm import USPS, find_usps_file, read_usps
+
+    root = _root("usps", data_dir)
+    paths = []
+    for fname, md5 in USPS["files"].values():
+        found = find_usps_file(root, fname) if data_dir else None
+        if found is None:
+            found = download(fname, [m + fname for m in (mirrors or USPS["mirrors"])], root,
+                             (checksums or {}).get(fname, md5), offline=offline)
+        paths.append(found)
+    xtr, ytr = read_usps(paths[0])
+    xte, yte = read_usps(paths[1])
+    info = {"source": "usps", "paths": [str(p) for p in paths], "native_size": list(USPS["shape"])}
+    return assemble("usps", USPS["classes"], (xtr[:, None], ytr), (xte[:, None], yte), info=info, **kw)
 
 
 def load_cifar_source(name: str, *, data_dir=None, offline=False, mirrors=None, checksums=None, **kw) -> Dataset:
@@ -287,6 +312,8 @@ def load_dataset(name: str, *, image_size=None, channels: int | None = None, see
     elif name in ("mnist", "fashion-mnist", "kmnist"):
         named = load_idx_source(name, data_dir=data_dir, offline=offline, size=size, resize=resize, **net,
                                 **common)
+    elif name == "usps":
+        named = load_usps_source(data_dir=data_dir, offline=offline, size=size, resize=resize, **net, **common)
     elif name in ("cifar10", "cifar100"):
         named = load_cifar_source(name, data_dir=data_dir, offline=offline, size=size, resize=resize, **net,
                                   **common)

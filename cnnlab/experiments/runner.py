@@ -122,7 +122,7 @@ def _todo(planned: PlannedRun) -> tuple[bool, str | None]:
     return True, None
 
 
-def run_experiment(name: str, *, data: str | None = None, quick: bool = False, seeds: int = 1, jobs: int = 1,
+def run_experiment(name: str, *, data: str | None = None, quick: bool = False, seeds: int | None = None, jobs: int = 1,
                    root: str | Path = "runs", out: str | Path | None = None, overrides: dict | None = None,
                    on_event: Callable[[str, dict], None] | None = None) -> ExperimentResult:
     """Train every run of experiment `name` (cells × `seeds`), `jobs` at a time, and tabulate them.
@@ -134,7 +134,7 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
     from ..tracking.index import RunIndex, host_name, now
 
     spec = get_experiment(name)
-    if not isinstance(seeds, int) or seeds < 1:
+    if seeds is not None and (not isinstance(seeds, int) or seeds < 1):
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {jobs!r}")
@@ -143,8 +143,9 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
     directory = Path(out) if out else root / "experiments" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     check_writable(directory, "--out")
     options = {"data": data, "quick": quick, "seeds": seeds, "set": dict(overrides or {})}
-    if spec.delegate is not None:
+    if spec.delegate is not None:  # seeds None: the delegate's own default
         return _run_delegate(spec, directory, options, jobs)
+    options["seeds"] = seeds = seeds or 1
     experiment_id = directory.name
     plan = _load_or_make_plan(spec, directory, experiment_id, root, options, jobs)
     _check_data(plan[0].config)
@@ -334,15 +335,22 @@ def _finite(obj):
 
 
 def _run_delegate(spec: Experiment, directory: Path, options: dict, jobs: int) -> ExperimentResult:
-    """An experiment another module runs in full (transfer): it returns table rows and a plot path."""
-    rows, plot = spec.delegate(data=options["data"], quick=options["quick"], seeds=options["seeds"],
-                               out_dir=directory)
+    """An experiment another module runs in full (transfer): it writes its own directory and returns table
+    rows, its plot and (optionally) its markdown table; table.md and results.json are written here only if
+    it did not write them."""
+    if jobs > 1:
+        warnings.warn(f"the {spec.name} experiment trains one run at a time; --jobs {jobs} does not apply",
+                      CnnlabWarning, stacklevel=3)
+    rows, plot, table = spec.delegate(data=options["data"], quick=options["quick"], seeds=options["seeds"],
+                                      out_dir=directory, train_options=options["set"])
     from .table import rows_to_markdown
 
-    table = f"# {spec.title}\n\n{rows_to_markdown(rows)}\n"
-    write_text_atomic(directory / "table.md", table)
-    write_json_atomic(directory / "results.json", _finite({"schema_version": SCHEMA_VERSION,
-                                                           "experiment": spec.name, "options": options,
-                                                           "rows": rows, "plot": str(plot) if plot else None}))
+    table = f"# {spec.title}\n\n{table or rows_to_markdown(rows)}\n"
+    if not (directory / "table.md").is_file():
+        write_text_atomic(directory / "table.md", table)
+    if not (directory / "results.json").is_file():
+        write_json_atomic(directory / "results.json", _finite({"schema_version": SCHEMA_VERSION,
+                                                               "experiment": spec.name, "options": options,
+                                                               "rows": rows, "plot": str(plot) if plot else None}))
     return ExperimentResult(spec.name, spec.title, directory.name, directory, options, [], [], table,
                             Path(plot) if plot else None, spec.note, spec.lecture)

@@ -7,7 +7,6 @@ Kept free of torch imports so that `cnnlab --help` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +14,9 @@ from typing import Any
 
 from ..data.folder import RESIZE_POLICIES
 from ..errors import ConfigError
+from ..transfer.freeze import BN_POLICIES
+from ..utils.limits import check_text_file, short_text
+from ..utils.safe_yaml import DocumentTooLarge, load_json, load_yaml
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "exponential", "cosine", "onecycle", "cyclic", "warmup")
@@ -87,6 +89,18 @@ class TrainConfig:
                                              "result.json records reached/seconds_to_target/epochs_to_target)")
     eval_every: int = _f(0, "validate every N optimizer steps as well as at epoch ends (0 = per epoch only); "
                             "with --target-accuracy the run can stop mid-epoch")
+    # transfer learning (cnnlab.transfer): where the weights start, what stays frozen, per-stage learning rates
+    init: str | None = _f(None, "start from trained weights: a run directory, a .safetensors/.pt/.pth file, an "
+                                "http(s) URL (downloaded once into the cache), or published ImageNet weights: "
+                                "imagenet (for this model) or torchvision:NAME; a head of another class count is "
+                                "re-initialised")
+    init_sha256: str | None = _f(None, "expected SHA-256 (hex, or its first 8+ digits) of the --init file or URL")
+    freeze: str | None = _f(None, "freeze stages: all-but-head, up-to:stageK, or a list such as stem,stage1")
+    bn: str = _f("freeze", "BatchNorm inside frozen stages: freeze (eval mode, γ/β fixed), affine (statistics "
+                           "fixed, γ/β trained) or train (statistics adapt to the new data)", choices=BN_POLICIES)
+    lr_mult: str | None = _f(None, "per-stage learning-rate multipliers, e.g. head=1,stage4=0.1,*=0.01")
+    unfreeze_every: int = _f(0, "gradual unfreezing: release one frozen stage every K epochs, top stage first "
+                                "(0 = off; needs --freeze)")
     # reproducibility & run directory
     seed: int = _f(0, "seed for the split, initialisation, data order and augmentation")
     out: str | None = _f(None, "run directory (default runs/<time>-<model>-<data>)")
@@ -166,6 +180,7 @@ class TrainConfig:
         from ..data.augment_spec import parse_spec  # torch-free: the grammar and argument rules only
 
         parse_spec(self.augment)  # a bad token fails now, not on the first batch after the run dir exists
+        self._validate_transfer()
         return self
 
     def _validate_kinds(self) -> None:
@@ -192,6 +207,19 @@ class TrainConfig:
                 continue
             if not ok:
                 raise ConfigError(f"{option} expects {kind.replace(' | None', '')}, got {value!r}")
+
+
+    def _validate_transfer(self) -> None:
+        """--init, --init-sha256, --freeze, --bn, --lr-mult, --unfreeze-every (syntax and published-weights
+        names; files are read when training starts, so a saved run stays valid if its source moves)."""
+        from ..transfer.freeze import check_options
+        from ..transfer.weights import check_init_spec
+
+        if self.init is not None:
+            check_init_spec(self.init, self.model, self.init_sha256)
+        elif self.init_sha256 is not None:
+            raise ConfigError("--init-sha256 needs --init")
+        check_options(self.freeze, self.lr_mult, self.bn, self.unfreeze_every)
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -237,6 +265,7 @@ def read_config_file(path: str | Path) -> dict:
     import yaml
 
     path = Path(path)
+    check_text_file(path, "config file")  # not /dev/zero, a pipe or a huge file: read without end
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -244,7 +273,7 @@ def read_config_file(path: str | Path) -> dict:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text (UTF-8) config file (byte {exc.start}: {exc.reason})") from None
     try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        values = load_json(text) if path.suffix == ".json" else load_yaml(text)  # safe: no tags, no bombs
     except (ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: not valid YAML/JSON ({first})") from None
@@ -287,8 +316,9 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if not isinstance(value, dict):
                 raise TypeError
             return dict(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf")) for `epochs: .inf`
+        raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got "
+                          f"{short_text(repr(value))}") from None
     return value
 
 
@@ -302,7 +332,9 @@ def parse_model_opts(items: list[str]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--model-opt expects KEY=VALUE, got {item!r}")
         try:
-            opts[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            opts[key.strip()] = load_yaml(raw) if raw.strip() else ""
+        except DocumentTooLarge as exc:
+            raise ConfigError(f"--model-opt {key.strip()}: {exc}") from None
         except yaml.YAMLError:
             opts[key.strip()] = raw
     return opts

@@ -12,13 +12,17 @@ from .config import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_bn_bias: bool = False,
-                 lr_mult: dict[str, float] | None = None) -> list[dict]:
+                 lr_mult: dict[str, float] | None = None, include_frozen: bool = False) -> list[dict]:
     """Optimizer groups: weights (matrices, conv kernels) with weight decay; biases and normalisation
     parameters (every parameter with fewer than 2 dims: BN γ/β, biases, PReLU slopes) without, unless asked.
 
     `lr_mult` maps stage names (see ConvNet.stages: "stem", "stage1", …, "head"; "*" for the rest) to
     learning-rate multipliers (discriminative fine-tuning): each (stage multiplier × decay) pair becomes its
-    own group carrying "lr_mult", which every schedule applies to its own learning rate."""
+    own group carrying "lr_mult", which every schedule applies to its own learning rate.
+
+    `include_frozen`: also put parameters with requires_grad=False in the groups (--freeze): they get no
+    gradient, so the optimizer leaves them alone (decay and momentum included) until gradual unfreezing
+    releases them, and the groups — hence a checkpoint's optimizer state — stay the same throughout."""
     mult_of: dict[int, float] = {}
     if lr_mult:
         default = float(lr_mult.get("*", 1.0))
@@ -27,7 +31,7 @@ def param_groups(model: nn.Module, weight_decay: float, decay_bn_bias: bool = Fa
                 mult_of[id(p)] = float(lr_mult.get(name, default))
     groups: dict[tuple[bool, float], dict] = {}
     for _, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad and not include_frozen:
             continue
         decay = decay_bn_bias or p.ndim >= 2
         mult = mult_of.get(id(p), 1.0)
@@ -46,8 +50,13 @@ def param_groups(model: nn.Module, weight_decay: float, decay_bn_bias: bool = Fa
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr_mult: dict[str, float] | None = None
                     ) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW over `param_groups`. AdamW's decay is decoupled; Adam's and
-    SGD's is the classic L2 term added to the gradient."""
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_bias, lr_mult)
+    SGD's is the classic L2 term added to the gradient. `lr_mult` defaults to --lr-mult; with --freeze the
+    frozen parameters are in the groups too (see param_groups)."""
+    if lr_mult is None and cfg.lr_mult:
+        from ..transfer.freeze import parse_lr_mult
+
+        lr_mult = parse_lr_mult(cfg.lr_mult)
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_bias, lr_mult, include_frozen=bool(cfg.freeze))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0)

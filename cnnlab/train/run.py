@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CnnlabError, ConfigError
+from ..utils.io import DISK_FULL
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
@@ -96,10 +97,14 @@ def load_data(cfg: TrainConfig, classes: list[str] | None = None):
     options name); `classes` (a run's saved class list) fixes the labels so a resumed or evaluated run
     reads the data as it was trained."""
     from ..data import load_dataset
+    from .finetune import data_geometry
 
-    dataset = load_dataset(cfg.data, image_size=cfg.image_size, channels=cfg.channels, seed=cfg.seed,
+    size, channels, crop = data_geometry(cfg)  # published --init weights: 256 resize, 224 crop, RGB
+    dataset = load_dataset(cfg.data, image_size=size, channels=channels, seed=cfg.seed,
                            data_dir=cfg.data_dir, offline=cfg.offline, limit_per_class=cfg.limit_per_class,
                            resize=cfg.resize, classes=classes)
+    if crop:
+        _centre_crop(dataset, crop)
     if cfg.pad:
         from ..data.dataset import Split
 
@@ -108,6 +113,18 @@ def load_data(cfg: TrainConfig, classes: list[str] | None = None):
             split = getattr(dataset, name)
             setattr(dataset, name, Split(torch.nn.functional.pad(split.images, p), split.labels))
     return dataset
+
+
+def _centre_crop(dataset, size: int) -> None:
+    """Crop every split's images to their central size×size pixels (in place of the dataset's splits)."""
+    from ..data.dataset import Split
+
+    for name in ("train", "val", "test"):
+        split = getattr(dataset, name)
+        h, w = split.images.shape[2:]
+        top, left = (h - size) // 2, (w - size) // 2
+        images = split.images[:, :, top:top + size, left:left + size].contiguous()
+        setattr(dataset, name, Split(images, split.labels))
 
 
 def fit_input(cfg: TrainConfig, dataset) -> tuple[TrainConfig, str]:
@@ -171,13 +188,56 @@ def model_options(cfg: TrainConfig) -> dict:
     return opts
 
 
-def build(cfg: TrainConfig, dataset) -> nn.Module:
-    """The model --model names, shaped for the dataset's images and classes."""
+def check_classes(cfg: TrainConfig, dataset) -> None:
+    """Refuse data with a single class before anything else is done with it: a classifier needs two."""
+    from ..data.sources import SOURCES
+    from ..errors import DataError
+    from ..utils.limits import short_text
+
+    if dataset.num_classes < 2:
+        where = cfg.data if cfg.data in SOURCES else short_text(cfg.data, 300)
+        raise DataError(f"{where}: a single class ({short_text(dataset.classes[0], 40)!r}); a classifier needs "
+                        f"at least 2 classes")
+
+
+def check_trainable(cfg: TrainConfig, dataset) -> None:
+    """Refuse what cannot train, before the model is built for real or a run directory exists: data with a
+    single class, and a model whose training state (weights, gradients, optimizer slots, EMA copy and one
+    batch's activations, float32) would need more memory than the machine has."""
+    from ..models.footprint import activation_elements, check_buildable, state_bytes
+    from ..utils.limits import check_memory, short_int, short_text
+
+    check_classes(cfg, dataset)
+    c, h, w = dataset.image_shape
+    model = check_buildable(cfg.model, num_classes=dataset.num_classes, in_channels=c, input_size=(h, w),
+                            **model_options(cfg))
+    if model is None:
+        return
+    slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2, "adamw": 2}.get(cfg.optimizer, 2)
+    weights = state_bytes(model) * (2 + slots + int(cfg.ema))
+    batch = min(cfg.batch_size, len(dataset.train))  # a batch is never larger than the training split
+    activations = activation_elements(model, (c, h, w)) * 4 * 2 * batch
+    check_memory(weights + activations, f"training {short_text(cfg.model)!r} on {c}x{h}x{w} images in batches "
+                                        f"of {short_int(batch)}")
+
+
+def build(cfg: TrainConfig, dataset, *, init=True, report: dict | None = None, notes: bool = True) -> nn.Module:
+    """The model --model names, shaped for the dataset's images and classes; started from the --init weights
+    and with its --freeze stages frozen (cnnlab.train.finetune). `init`: the weights already read
+    (finetune.read_init_weights), True to read them here, False not to load them (a resumed run's checkpoint
+    holds its weights). `report` receives what loading and freezing did."""
     from ..models import build_model
+    from .finetune import prepare_model, read_init_weights
 
     c, h, w = dataset.image_shape
-    return build_model(cfg.model, num_classes=dataset.num_classes, in_channels=c, input_size=(h, w),
-                       **model_options(cfg))
+    model = build_model(cfg.model, num_classes=dataset.num_classes, in_channels=c, input_size=(h, w),
+                        **model_options(cfg))
+    if cfg.init and init is True:
+        init = read_init_weights(cfg)
+    info = prepare_model(model, cfg, dataset, init if cfg.init and init is not False else None, notes)
+    if report is not None:
+        report.update(info)
+    return model
 
 
 RESUME_OVERRIDES = ("quiet", "threads", "device")  # how a run is shown or where it runs, not what it computes
@@ -225,12 +285,23 @@ def _note(message: str) -> None:
 def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResult:
     from .. import runs
     from ..data import BatchLoader
+    from . import finetune
 
     set_threads(cfg, dist)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     torch.manual_seed(cfg.seed)
+    finetune.check_distributed(cfg, dist)
+    init = None  # --init: read before the data (fails fast); a resumed run with a checkpoint does not need it
+    if cfg.init and (run is None or ckpt.latest_info(run.path) is None):
+        init = finetune.read_init_weights(cfg)
+    if run is None:
+        cfg, note = finetune.with_published_options(cfg)
+        for line in (note, finetune.preprocessing_note(cfg)):
+            if line and dist.is_main:
+                _note(line)
     dataset = load_data(cfg, run.classes if run is not None else None)
+    check_classes(cfg, dataset)
     if run is None:
         fitted, note = fit_input(cfg, dataset)
         if note:
@@ -238,11 +309,13 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                 _note(note)
             cfg = fitted
             dataset = load_data(cfg)
-    model = build(cfg, dataset).to(device)
+    check_trainable(cfg, dataset)
+    transfer: dict = {}
+    model = build(cfg, dataset, init=init or False, report=transfer, notes=dist.is_main).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     augment = build_augment(cfg, dataset)
-    mean, std = dataset.channel_stats()
+    mean, std = finetune.normalisation(cfg, dataset, init, run)
     if cfg.lr == "auto":  # resumed runs saved the value found, so this runs once per run
         cfg = cfg.replace(lr=auto_lr(cfg, model, dataset, augment, mean, std, device))
         if dist.is_main:
@@ -259,6 +332,7 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
             run_dir = run.path
             if dist.is_main:
                 stack.enter_context(runs.run_lock(run_dir))
+                runs.remove_leftovers(run_dir)  # temp files of writes killed with the previous process
         else:
             chosen: str | Exception = ""
             if dist.is_main:
@@ -289,18 +363,42 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
             if run is not None and ckpt.latest_info(run_dir) is not None:
                 trainer.load_checkpoint(run_dir)
             # else: a run killed before its first checkpoint starts again from step 0 with its saved config
+            if dist.is_main and "init" in transfer:
+                runs.write_init_report(run_dir, transfer["init"])
             trainer.fit()
-            result = _finish(cfg, trainer, run_dir, dist, wall)
+            if cfg.init and "init" not in transfer:  # resumed from a checkpoint: the report saved when it started
+                transfer["init"] = runs.read_init_report(run_dir)
+            result = _finish(cfg, trainer, run_dir, dist, wall, transfer)
         except BaseException as exc:
             if recorder is not None:
                 recorder.failed(exc)
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                raise RunWriteError(_write_failed(exc, run_dir)) from None
             raise
         if recorder is not None:
             recorder.finished(result.summary)
         return result
 
 
-def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float) -> TrainResult:
+class RunWriteError(CnnlabError):
+    """The run directory could not be written (a full disk or quota): the run stopped, its last good
+    checkpoint intact, and `--resume` continues it once there is space."""
+
+
+def _write_failed(exc: OSError, run_dir: Path) -> str:
+    """One line: which file could not be written and why, the checkpoint that is kept, how to go on."""
+    try:
+        last = ckpt.latest_info(run_dir)
+    except ConfigError:
+        last = None
+    kept = (f"the last good checkpoint (epoch {last['epoch'] + 1}, step {last['step']}) is kept" if last
+            else "no checkpoint had been written yet")
+    return (f"{exc.filename or run_dir}: cannot be written ({exc.strerror or exc}); the run stopped and {kept}; "
+            f"free some space, then `cnnlab train --resume {run_dir}`")
+
+
+def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float,
+            transfer: dict | None = None) -> TrainResult:
     """Score the kept weights on the test split, write the weights and result.json."""
     from .. import runs
 
@@ -334,6 +432,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float
         summary["warning"] = note
         if dist.is_main:
             _note(note)
+    summary.update({k: v for k, v in (transfer or {}).items() if v is not None})  # --init / --freeze reports
     if dist.is_main:
         runs.write_weights(run_dir, "final", final.state_dict(), metadata={"model": cfg.model, "data": cfg.data})
         if trainer.ema is not None:

@@ -28,6 +28,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo
 from .ema import ModelEma
+from .finetune import make_freezer
 from .scoring import evaluate
 from .metrics import Meter
 from .optim import LRSchedule, build_optimizer, l1_weights
@@ -82,7 +83,8 @@ class Trainer:
             self.train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
-        self.optimizer = build_optimizer(model, cfg)
+        self.optimizer = build_optimizer(model, cfg)  # with --lr-mult's groups; --freeze's frozen params included
+        self.freezer = make_freezer(model, cfg)  # --freeze / --bn / --unfreeze-every, applied at each epoch start
         # Every rank must take the same number of steps (DDP all-reduces each one): use the smallest shard.
         n_local = len(loaders["train"].split) // dist.world_size
         self.steps_per_epoch = max(1, math.ceil(n_local / cfg.batch_size))
@@ -158,6 +160,7 @@ class Trainer:
         """Train from the current position to the end of epoch `self.epoch`; return its train metrics."""
         cfg, loader = self.cfg, self.loaders["train"]
         self.train_model.train()
+        frozen = self._apply_freeze()
         loader.set_epoch(self.epoch, self.step)
         self.on_epoch_start()
         self.progress.start_epoch(self.epoch, self.steps_per_epoch, self.step)
@@ -192,8 +195,21 @@ class Trainer:
             self._diverged()
         images = metrics["train_count"] - done_before  # this session's images, all ranks
         metrics.update(lr=self.lr, images_per_s=images / max(seconds, 1e-9), seconds=seconds)
+        if frozen is not None:
+            metrics.update(trainable_params=self.freezer.counts()[0], frozen_stages=len(frozen))
         del metrics["train_count"]
         return metrics
+
+    def _apply_freeze(self) -> list[str] | None:
+        """--freeze for this epoch (gradual unfreezing releases the top frozen stage every K epochs; frozen BN
+        stays in eval mode through the train() call above). Returns the frozen stages (None without --freeze)."""
+        if self.freezer is None:
+            return None
+        before = list(self.freezer.frozen)
+        frozen = self.freezer.set_epoch(self.epoch)
+        if frozen != before and self.cfg.l1 > 0:
+            self.l1_params = l1_weights(self.model)  # the L1 penalty follows the trainable weights
+        return frozen
 
     def evaluate(self, split: str, module: nn.Module | None = None, prefix: str | None = None) -> dict:
         """`evaluate` on one of the run's splits as {prefix}loss/acc/top5/count (prefix "<split>_")."""
@@ -330,12 +346,28 @@ class Trainer:
         self.on_checkpoint()
 
     def load_checkpoint(self, run_dir: Path) -> None:
+        """Continue from the run's last good checkpoint; every file and value is checked first (one line
+        naming the file when it does not belong to this run's model and optimizer)."""
         weights, state = ckpt.load_checkpoint(run_dir, self.device)
-        self.model.load_state_dict(ckpt.split_prefixed(weights, "model."))
+        info = ckpt.latest_info(run_dir)
+        where = Path(run_dir) / ckpt.CKPT_DIR / info["weights"]
+        ckpt.load_into(self.model, ckpt.split_prefixed(weights, "model."), where)
         if self.ema is not None:
-            self.ema.module.load_state_dict(ckpt.split_prefixed(weights, "ema."))
-            self.ema.updates = int(state["ema_updates"])
+            ckpt.load_into(self.ema.module, ckpt.split_prefixed(weights, "ema."), where)
         best = ckpt.split_prefixed(weights, "best.")
+        if best:
+            ckpt.check_fits(self.eval_module(), best, where)
+        try:
+            self._restore(state, best)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            why = (str(exc).strip().splitlines() or [""])[0][:100]
+            raise ckpt.ConfigError(f"{Path(run_dir) / ckpt.CKPT_DIR / info['state']}: not the training state of "
+                                   f"this run's model and optimizer ({type(exc).__name__}: {why})") from None
+
+    def _restore(self, state: dict, best: dict) -> None:
+        """Position, optimizer, schedule, counters and RNG states from a loaded checkpoint's state."""
+        if self.ema is not None:
+            self.ema.updates = int(state["ema_updates"])
         self.best_weights = best or None
         self.best = dict(state["best"])
         self.optimizer.load_state_dict(state["optimizer"])
