@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import main
+from one_line import one_line_error
 from cnnlab.experiments import get_experiment
 
 FAST = ["--set", "threads=1"]
@@ -172,33 +173,27 @@ def test_a_diverging_cell_is_reported_as_such(tmp_path, capsys):
     assert all(d.startswith("diverged: loss became NaN/inf") for d in details)
 
 
-def _one_line_error(capsys, argv, *needles):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-
 
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     root = tmp_path / "runs"
     base = ["experiment", "run"]
-    _one_line_error(capsys, [*base, "nope", "--root", str(root)], "unknown experiment 'nope'", "lenet-table")
-    _one_line_error(capsys, [*base, "lenet-table", "--seeds", "0", "--root", str(root)], "--seeds")
-    _one_line_error(capsys, [*base, "lenet-table", "--jobs", "0", "--root", str(root)], "--jobs")
-    _one_line_error(capsys, [*base, "lenet-table", "--set", "nope=1", "--root", str(root)], "not a training option")
-    _one_line_error(capsys, [*base, "lenet-table", "--set", "seed=3", "--root", str(root)], "set per run")
-    _one_line_error(capsys, [*base, "lenet-table", "--set", "epochs=0", "--root", str(root)], "epochs")
-    _one_line_error(capsys, [*base, "lenet-table", "--data", str(tmp_path / "missing.npz"), "--root", str(root)],
+    one_line_error(capsys, [*base, "nope", "--root", str(root)], "unknown experiment 'nope'", "lenet-table")
+    one_line_error(capsys, [*base, "lenet-table", "--seeds", "0", "--root", str(root)], "--seeds")
+    one_line_error(capsys, [*base, "lenet-table", "--jobs", "0", "--root", str(root)], "--jobs")
+    one_line_error(capsys, [*base, "lenet-table", "--set", "nope=1", "--root", str(root)], "not a training option")
+    one_line_error(capsys, [*base, "lenet-table", "--set", "seed=3", "--root", str(root)], "set per run")
+    one_line_error(capsys, [*base, "lenet-table", "--set", "epochs=0", "--root", str(root)], "epochs")
+    one_line_error(capsys, [*base, "lenet-table", "--data", str(tmp_path / "missing.npz"), "--root", str(root)],
                     "missing.npz")
+    one_line_error(capsys, [*base, "depthwise", "--set", "model=nope", "--root", str(root)], "unknown model 'nope'")
     assert not root.exists()
     (tmp_path / "file").write_text("x")
-    _one_line_error(capsys, [*base, "lenet-table", "--root", str(tmp_path / "file")], "--root")
-    _one_line_error(capsys, ["experiment", "table", str(tmp_path)], "not an experiment directory")
+    one_line_error(capsys, [*base, "lenet-table", "--root", str(tmp_path / "file")], "--root")
+    one_line_error(capsys, ["experiment", "table", str(tmp_path)], "not an experiment directory")
     other = tmp_path / "other"
     other.mkdir()
     (other / "something").write_text("x")
-    _one_line_error(capsys, [*base, "lenet-table", "--root", str(root), "--out", str(other)], "not empty")
+    one_line_error(capsys, [*base, "lenet-table", "--root", str(root), "--out", str(other)], "not empty")
     assert not root.exists()
 
 
@@ -208,7 +203,7 @@ def test_transfer_is_handed_to_cnnlab_transfer(tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cnnlab.transfer"
                         else real(name, *a))
-    _one_line_error(capsys, ["experiment", "run", "transfer", "--root", str(tmp_path / "runs")],
+    one_line_error(capsys, ["experiment", "run", "transfer", "--root", str(tmp_path / "runs")],
                     "the transfer experiment needs cnnlab.transfer")
 
 

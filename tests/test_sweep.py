@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from cnnlab.cli import main
+from one_line import one_line_error
 from cnnlab.tracking.leaderboard import leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,13 +306,6 @@ def test_sweep_plot_draws_best_so_far_per_sampler(tmp_path, capsys):
     assert best_so_far(study) == (list(range(1, 5)), list(np.maximum.accumulate(ordered)))
 
 
-def _one_line_error(capsys, argv, *needles):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-
 
 @pytest.mark.parametrize("cfg, needle", [
     ({"sampler": "bayes"}, "unknown sampler 'bayes'"),
@@ -326,17 +320,20 @@ def _one_line_error(capsys, argv, *needles):
     ({"train": {"out": "x"}}, "out is set per trial"),
     ({"bogus": 1}, "unknown key 'bogus'"),
     ({"storage": "mysql://x/y"}, "expected sqlite:///PATH or postgresql://"),
+    ({"train": {**TRAIN, "data": "/nowhere/missing.npz"}}, "missing.npz"),
+    ({"space": {"model": ["lenet1", "nope"]}}, "unknown model 'nope'"),
     ({"storage": "postgresql://nobody@127.0.0.1:1/none"}, "cannot open the study storage"),
 ])
 def test_bad_sweep_files_are_one_line(tmp_path, capsys, cfg, needle):
     base = {"study": "s", "sampler": "random", "trials": 2, "train": TRAIN, "space": {"lr": [0.1]}}
     path = _write(tmp_path / "s.yaml", **{**base, **cfg})
-    _one_line_error(capsys, ["sweep", "--config", str(path), "--root", str(tmp_path / "runs")], needle)
+    one_line_error(capsys, ["sweep", "--config", str(path), "--root", str(tmp_path / "runs")], needle)
+    assert not (tmp_path / "runs").exists()  # checked before any trial: no study, no index
 
 
 def test_sweep_command_line_errors(tmp_path, capsys):
-    _one_line_error(capsys, ["sweep", "--root", str(tmp_path)], "give --config FILE")
-    _one_line_error(capsys, ["sweep", "--config", str(tmp_path / "missing.yaml")], "missing.yaml")
-    _one_line_error(capsys, ["sweep", "plot", "--root", str(tmp_path / "none")], "no such file")
+    one_line_error(capsys, ["sweep", "--root", str(tmp_path)], "give --config FILE")
+    one_line_error(capsys, ["sweep", "--config", str(tmp_path / "missing.yaml")], "missing.yaml")
+    one_line_error(capsys, ["sweep", "plot", "--root", str(tmp_path / "none")], "no such file")
     cfg = _write(tmp_path / "s.yaml", study="s", sampler="random", trials=1, train=TRAIN, space={"lr": [0.1]})
-    _one_line_error(capsys, ["sweep", "--config", str(cfg), "--trials", "0"], "--trials")
+    one_line_error(capsys, ["sweep", "--config", str(cfg), "--trials", "0"], "--trials")

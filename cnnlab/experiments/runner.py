@@ -91,6 +91,7 @@ def plan_runs(spec: Experiment, *, experiment_id: str, root: Path, data: str | N
 
 def _train_one(config: dict, resume: str | None) -> tuple[str, str | None, list[str]]:
     """Train one planned run (in this process or a worker process): (status, detail, notes)."""
+    from ..tracking.index import first_line
     from ..train import train
     from ..train.trainer import TrainingDiverged
 
@@ -103,9 +104,9 @@ def _train_one(config: dict, resume: str | None) -> tuple[str, str | None, list[
                 train(config)
             status, detail = "finished", None
         except TrainingDiverged as exc:
-            status, detail = "diverged", str(exc).splitlines()[0]
+            status, detail = "diverged", first_line(exc)
         except CnnlabError as exc:
-            status, detail = "failed", str(exc).splitlines()[0]
+            status, detail = "failed", first_line(exc) or type(exc).__name__
     notes = [str(w.message) for w in caught if issubclass(w.category, CnnlabWarning)]
     return status, detail, notes
 
@@ -148,7 +149,7 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
     options["seeds"] = seeds = seeds or 1
     experiment_id = directory.name
     plan = _load_or_make_plan(spec, directory, experiment_id, root, options, jobs)
-    _check_data(plan[0].config)
+    preflight([p.config for p in plan])
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(directory / PLAN_FILE, {"schema_version": SCHEMA_VERSION, "experiment": name,
                                               "experiment_id": experiment_id, "root": str(root.resolve()),
@@ -177,12 +178,35 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
     return result
 
 
-def _check_data(config: dict) -> None:
-    """Read the dataset once before any run, so a bad --data is one error, not one per run."""
-    from ..train.config import TrainConfig
-    from ..train.run import load_data
+def preflight(configs: list[dict]) -> None:
+    """What training checks before it claims a run directory, done for every distinct configuration before
+    the first run starts: the data reads, the model builds for its images (on the meta device, after the
+    padding or resizing training would apply) and fits in memory. A bad --data or model is one error, not
+    one failed run per cell."""
+    import json
 
-    load_data(TrainConfig.from_dict(config))
+    from ..train.config import TrainConfig
+    from ..train.run import check_trainable, fit_input, load_data
+
+    data_keys = ("data", "image_size", "channels", "resize", "data_dir", "offline", "limit_per_class", "pad",
+                 "seed")
+    datasets: dict[str, object] = {}
+    done: set[str] = set()
+
+    def dataset_for(cfg: TrainConfig):
+        key = json.dumps({k: getattr(cfg, k) for k in data_keys}, sort_keys=True, default=str)
+        if key not in datasets:
+            datasets[key] = load_data(cfg)
+        return datasets[key]
+
+    for values in configs:
+        cfg = TrainConfig.from_dict({k: v for k, v in values.items() if k not in ("out", "seed")}).validate()
+        key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+        if key in done:
+            continue
+        done.add(key)
+        fitted, _ = fit_input(cfg, dataset_for(cfg))
+        check_trainable(fitted, dataset_for(fitted))
 
 
 def _load_or_make_plan(spec: Experiment, directory: Path, experiment_id: str, root: Path, options: dict,
