@@ -69,7 +69,7 @@ def _run(args) -> int:
     import sys
     import time
 
-    from ..experiments.runner import parse_sets, run_experiment
+    from ..experiments.runner import ExperimentInterrupted, parse_sets, run_experiment
 
     overrides = parse_sets(args.set)
     start = time.perf_counter()
@@ -83,8 +83,13 @@ def _run(args) -> int:
             print(f"  [{info['index']}/{info['total']}] {info['status']:<8} {where}{extra} "
                   f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
 
-    result = run_experiment(args.name, data=args.data, quick=args.quick, seeds=args.seeds, jobs=args.jobs,
-                            root=args.root, out=args.out, overrides=overrides, on_event=on_event)
+    try:
+        result = run_experiment(args.name, data=args.data, quick=args.quick, seeds=args.seeds, jobs=args.jobs,
+                                root=args.root, out=args.out, overrides=overrides, on_event=on_event)
+    except ExperimentInterrupted as stop:
+        print(f"cnnlab experiment: interrupted; finished runs are kept, interrupted ones resume from their "
+              f"checkpoints. Continue with the same command and --out {stop.directory}", file=sys.stderr, flush=True)
+        return 130
     _show(result)
     return 0
 

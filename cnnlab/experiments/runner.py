@@ -32,6 +32,14 @@ from .table import render_table
 PLAN_FILE = "experiment.json"
 
 
+class ExperimentInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped an experiment; `directory` is where it continues from (the same command with --out)."""
+
+    def __init__(self, directory: Path):
+        super().__init__(f"experiment interrupted; continue with --out {directory}")
+        self.directory = directory
+
+
 @dataclass
 class PlannedRun:
     """One training of the plan: a cell's options for one seed, and where its run directory goes."""
@@ -170,7 +178,7 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
             index.upsert_experiment(experiment_id, {"name": name, "status": "failed", "path": directory.resolve(),
                                                     "detail": "interrupted: run the same command with --out "
                                                               f"{directory} to continue"})
-        raise
+        raise ExperimentInterrupted(directory) from None
     result = tabulate_experiment(directory)
     with RunIndex(root) as index:
         index.upsert_experiment(experiment_id, {"name": name, "status": "finished", "path": directory.resolve(),
