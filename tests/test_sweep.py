@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from cnnlab.cli import main
+from one_line import one_line_error
 from cnnlab.tracking.leaderboard import leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,33 @@ def test_a_killed_sweep_resumes_its_study(tmp_path, capsys):
     assert [status[f"resume-t000{k}"] for k in (0, 2, 3)] == ["finished"] * 3
 
 
+@pytest.mark.slow
+def test_ctrl_c_queues_the_running_trial_again(tmp_path):
+    root = tmp_path / "runs"
+    cfg = _write(tmp_path / "s.yaml", study="ctrlc", sampler="random", trials=2, pruner="none",
+                 train={**TRAIN, "epochs": 200}, space={"lr": {"low": 0.01, "high": 0.3, "log": True}})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "sweep", "--config", str(cfg), "--root", str(root)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not (root / "ctrlc-t0000" / "metrics.jsonl").is_file():
+            assert proc.poll() is None and time.time() < deadline, "trial 0 did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "queued again" in err and "Traceback" not in err, err
+    S = optuna.trial.TrialState
+    trials = optuna.load_study(study_name="ctrlc", storage=_storage(root)).trials
+    assert [t.state for t in trials] == [S.FAIL, S.WAITING] and trials[1].params == trials[0].params
+    assert trials[1].system_attrs["failed_trial"] == 0
+    assert leaderboard(root)[0]["detail"].startswith("interrupted")
+
+
 def _two_workers(cfg: Path, roots: list[Path], storage: str | None) -> list[subprocess.CompletedProcess]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     extra = ["--storage", storage] if storage else []
@@ -202,8 +230,9 @@ def postgres_server():
         pg = pwd.getpwnam("postgres")
     except KeyError:
         pytest.skip("no 'postgres' system user to run initdb as, and no CNNLAB_TEST_POSTGRES_URL")
-    if os.geteuid() != 0:
-        pytest.skip("starting a PostgreSQL cluster needs root (runuser -u postgres); set CNNLAB_TEST_POSTGRES_URL")
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("starting a PostgreSQL cluster needs root and runuser (runuser -u postgres); set "
+                    "CNNLAB_TEST_POSTGRES_URL")
     pg_bin = bins[-1]
     base = tempfile.mkdtemp(prefix="cnnlab-pg.")
     os.chown(base, pg.pw_uid, pg.pw_gid)
@@ -279,13 +308,6 @@ def test_sweep_plot_draws_best_so_far_per_sampler(tmp_path, capsys):
     assert best_so_far(study) == (list(range(1, 5)), list(np.maximum.accumulate(ordered)))
 
 
-def _one_line_error(capsys, argv, *needles):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-
 
 @pytest.mark.parametrize("cfg, needle", [
     ({"sampler": "bayes"}, "unknown sampler 'bayes'"),
@@ -300,17 +322,20 @@ def _one_line_error(capsys, argv, *needles):
     ({"train": {"out": "x"}}, "out is set per trial"),
     ({"bogus": 1}, "unknown key 'bogus'"),
     ({"storage": "mysql://x/y"}, "expected sqlite:///PATH or postgresql://"),
+    ({"train": {**TRAIN, "data": "/nowhere/missing.npz"}}, "missing.npz"),
+    ({"space": {"model": ["lenet1", "nope"]}}, "unknown model 'nope'"),
     ({"storage": "postgresql://nobody@127.0.0.1:1/none"}, "cannot open the study storage"),
 ])
 def test_bad_sweep_files_are_one_line(tmp_path, capsys, cfg, needle):
     base = {"study": "s", "sampler": "random", "trials": 2, "train": TRAIN, "space": {"lr": [0.1]}}
     path = _write(tmp_path / "s.yaml", **{**base, **cfg})
-    _one_line_error(capsys, ["sweep", "--config", str(path), "--root", str(tmp_path / "runs")], needle)
+    one_line_error(capsys, ["sweep", "--config", str(path), "--root", str(tmp_path / "runs")], needle)
+    assert not (tmp_path / "runs").exists()  # checked before any trial: no study, no index
 
 
 def test_sweep_command_line_errors(tmp_path, capsys):
-    _one_line_error(capsys, ["sweep", "--root", str(tmp_path)], "give --config FILE")
-    _one_line_error(capsys, ["sweep", "--config", str(tmp_path / "missing.yaml")], "missing.yaml")
-    _one_line_error(capsys, ["sweep", "plot", "--root", str(tmp_path / "none")], "no such file")
+    one_line_error(capsys, ["sweep", "--root", str(tmp_path)], "give --config FILE")
+    one_line_error(capsys, ["sweep", "--config", str(tmp_path / "missing.yaml")], "missing.yaml")
+    one_line_error(capsys, ["sweep", "plot", "--root", str(tmp_path / "none")], "no such file")
     cfg = _write(tmp_path / "s.yaml", study="s", sampler="random", trials=1, train=TRAIN, space={"lr": [0.1]})
-    _one_line_error(capsys, ["sweep", "--config", str(cfg), "--trials", "0"], "--trials")
+    one_line_error(capsys, ["sweep", "--config", str(cfg), "--trials", "0"], "--trials")

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.cli import main
+from one_line import one_line_error
 from cnnlab.errors import CnnlabWarning
 from cnnlab.tracking.index import RunIndex
 from cnnlab.tracking.leaderboard import leaderboard
@@ -33,14 +34,6 @@ def _rows(root) -> dict[str, dict]:
     with RunIndex(root, create=False) as index:
         return {r["run_id"]: r for r in index.runs()}
 
-
-def _one_line_error(capsys, argv, *needles):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def test_a_training_run_records_itself_in_its_runs_root(tmp_path):
@@ -206,8 +199,8 @@ def test_show_and_compare(board, capsys):
     assert json.loads(capsys.readouterr().out)["run_id"] == "long-1"
     assert main(["runs", "show", str(board / "long-2"), "--root", str(board), "--format", "json"]) == 0  # a path
     assert json.loads(capsys.readouterr().out)["run_id"] == "long-2"
-    _one_line_error(capsys, ["runs", "show", "long", "--root", str(board)], "ambiguous", "long-1, long-2")
-    _one_line_error(capsys, ["runs", "show", "zzz", "--root", str(board)], "not in")
+    one_line_error(capsys, ["runs", "show", "long", "--root", str(board)], "ambiguous", "long-1, long-2")
+    one_line_error(capsys, ["runs", "show", "zzz", "--root", str(board)], "not in")
 
 
 def test_import_reads_runs_written_without_an_index(tmp_path, monkeypatch, capsys):
@@ -249,17 +242,17 @@ def test_an_unwritable_index_does_not_stop_training(tmp_path):
 
 
 def test_bad_input_is_one_line(tmp_path, capsys, board):
-    _one_line_error(capsys, ["runs", "--root", str(tmp_path / "none")], "no runs index here")
+    one_line_error(capsys, ["runs", "--root", str(tmp_path / "none")], "no runs index here")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "index.sqlite").write_bytes(b"garbage" * 200)
-    _one_line_error(capsys, ["runs", "--root", str(bad)], str(bad / "index.sqlite"), "not a usable runs index")
-    _one_line_error(capsys, ["runs", "--root", str(board), "--sort", "nope"], "--sort 'nope'")
-    _one_line_error(capsys, ["runs", "--root", str(board), "--where", "lr"], "--where 'lr'")
-    _one_line_error(capsys, ["runs", "--root", str(board), "--top", "0"], "--top")
-    _one_line_error(capsys, ["runs", "import", str(tmp_path / "nowhere"), "--root", str(board)], "no such directory")
+    one_line_error(capsys, ["runs", "--root", str(bad)], str(bad / "index.sqlite"), "not a usable runs index")
+    one_line_error(capsys, ["runs", "--root", str(board), "--sort", "nope"], "--sort 'nope'")
+    one_line_error(capsys, ["runs", "--root", str(board), "--where", "lr"], "--where 'lr'")
+    one_line_error(capsys, ["runs", "--root", str(board), "--top", "0"], "--top")
+    one_line_error(capsys, ["runs", "import", str(tmp_path / "nowhere"), "--root", str(board)], "no such directory")
     conn = sqlite3.connect(board / "index.sqlite")
     conn.execute("UPDATE cnnlab_meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    _one_line_error(capsys, ["runs", "--root", str(board)], "schema_version 99 is newer")
+    one_line_error(capsys, ["runs", "--root", str(board)], "schema_version 99 is newer")

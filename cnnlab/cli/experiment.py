@@ -32,8 +32,8 @@ def add_parser(sub):
     run.add_argument("--data", metavar="DATA", help="dataset for every run (default: the experiment's, digits)")
     run.add_argument("--quick", action="store_true", help="tiny data and 1-2 epochs: checks the pipeline in "
                                                           "minutes, not the lectures' numbers")
-    run.add_argument("--seeds", type=int, default=1, metavar="K", help="train each cell with seeds 0..K-1; "
-                                                                       "cells show mean ± std (default 1)")
+    run.add_argument("--seeds", type=int, default=None, metavar="K",
+                     help="train each cell with seeds 0..K-1; cells show mean ± std (default 1; transfer: its own)")
     run.add_argument("--jobs", type=int, default=1, metavar="N", help="N trainings at a time, in separate "
                                                                       "processes (default 1)")
     run.add_argument("--root", default="runs", metavar="DIR", help="runs root: where the trainings and "
@@ -69,7 +69,7 @@ def _run(args) -> int:
     import sys
     import time
 
-    from ..experiments.runner import parse_sets, run_experiment
+    from ..experiments.runner import ExperimentInterrupted, parse_sets, run_experiment
 
     overrides = parse_sets(args.set)
     start = time.perf_counter()
@@ -83,8 +83,13 @@ def _run(args) -> int:
             print(f"  [{info['index']}/{info['total']}] {info['status']:<8} {where}{extra} "
                   f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
 
-    result = run_experiment(args.name, data=args.data, quick=args.quick, seeds=args.seeds, jobs=args.jobs,
-                            root=args.root, out=args.out, overrides=overrides, on_event=on_event)
+    try:
+        result = run_experiment(args.name, data=args.data, quick=args.quick, seeds=args.seeds, jobs=args.jobs,
+                                root=args.root, out=args.out, overrides=overrides, on_event=on_event)
+    except ExperimentInterrupted as stop:
+        print(f"cnnlab experiment: interrupted; finished runs are kept, interrupted ones resume from their "
+              f"checkpoints. Continue with the same command and --out {stop.directory}", file=sys.stderr, flush=True)
+        return 130
     _show(result)
     return 0
 

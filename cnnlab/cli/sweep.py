@@ -76,9 +76,15 @@ def _run(args) -> int:
         elif kind == "done":
             print(f"  trial {info['trial']} {info['state']}: {info['detail']}", file=sys.stderr, flush=True)
 
-    outcome = run_sweep(cfg, root=args.root, storage=args.storage, on_event=on_event)
-    print(f"study {outcome.study}: {outcome.finished} trials finished ({len(outcome.ran_here)} here) in "
-          f"{outcome.storage}")
+    try:
+        outcome = run_sweep(cfg, root=args.root, storage=args.storage, on_event=on_event)
+    except KeyboardInterrupt:
+        print(f"cnnlab sweep: interrupted; the running trial is queued again with its parameters. Continue with:\n"
+              f"  cnnlab sweep --config {args.config}" + (f" --root {args.root}" if args.root != "runs" else "")
+              + (" --storage URL" if args.storage else ""), file=sys.stderr, flush=True)
+        return 130
+    print(f"study {outcome.study}: {outcome.finished} trial{'s' if outcome.finished != 1 else ''} finished "
+          f"({len(outcome.ran_here)} here) in {outcome.storage}")
     if outcome.best:
         b = outcome.best
         print(f"best: trial {b['trial']}, val_accuracy {b['value']:.4f}, {b['params']} ({b['run_dir']})")

@@ -5,7 +5,7 @@ resized, error against the change."""
 from __future__ import annotations
 
 from .plots import data_name, new_figure, save
-from .spec import Cell, Column, Experiment, last_train_error, params, test_error, val_error
+from .spec import TRAIN_VAL_TEST, Cell, Experiment
 
 
 def network(conv=(32, 64, 96, 96, 64), fc=(256, 256), remove=()) -> str:
@@ -101,10 +101,7 @@ EXPERIMENT = Experiment(
             "error against 40.5 %; FC layers 6,7 at 2048 / 8192 units 41.7 / 40.0 % — \"depth is important\", "
             "changing FC sizes little to no improvement, bigger conv layers a reasonable improvement.",
     cells=CELLS,
-    columns=(Column("params", "parameters", params, digits=0, spread=False),
-             Column("train_error", "train error % (last epoch)", last_train_error),
-             Column("val_error", "val error %", val_error),
-             Column("test_error", "test error %", test_error)),
+    columns=TRAIN_VAL_TEST,
     base={"data": "digits", "image_size": 16, "epochs": 15},
     quick={"epochs": 1, "limit_per_class": 20},
     published_header="Zeiler & Fergus (ImageNet, top-1)",

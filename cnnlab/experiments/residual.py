@@ -5,7 +5,7 @@ degradation problem); with them, depth helps."""
 from __future__ import annotations
 
 from .plots import curve, new_figure, save
-from .spec import Cell, Column, Experiment, last_train_error, params, test_error, val_error
+from .spec import TRAIN_VAL_TEST, Cell, Experiment
 
 # He et al. 2016, Table 2: top-1 error (%, 10-crop testing) on ImageNet validation.
 CELLS = (
@@ -61,10 +61,7 @@ EXPERIMENT = Experiment(
             "networks have no extra parameter compared to their plain counterparts). The lectures show the "
             "figure; the numbers beside are the paper's Table 2.",
     cells=CELLS,
-    columns=(Column("params", "parameters", params, digits=0, spread=False),
-             Column("train_error", "train error % (last epoch)", last_train_error),
-             Column("val_error", "val error %", val_error),
-             Column("test_error", "test error %", test_error)),
+    columns=TRAIN_VAL_TEST,
     base={"data": "digits", "image_size": 16, "epochs": 15},
     quick={"epochs": 1, "limit_per_class": 10, "batch_size": 16},
     published_header="He et al. 2016 (ImageNet, 10-crop top-1)",

@@ -32,6 +32,14 @@ from .table import render_table
 PLAN_FILE = "experiment.json"
 
 
+class ExperimentInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped an experiment; `directory` is where it continues from (the same command with --out)."""
+
+    def __init__(self, directory: Path):
+        super().__init__(f"experiment interrupted; continue with --out {directory}")
+        self.directory = directory
+
+
 @dataclass
 class PlannedRun:
     """One training of the plan: a cell's options for one seed, and where its run directory goes."""
@@ -91,6 +99,7 @@ def plan_runs(spec: Experiment, *, experiment_id: str, root: Path, data: str | N
 
 def _train_one(config: dict, resume: str | None) -> tuple[str, str | None, list[str]]:
     """Train one planned run (in this process or a worker process): (status, detail, notes)."""
+    from ..tracking.index import first_line
     from ..train import train
     from ..train.trainer import TrainingDiverged
 
@@ -103,9 +112,9 @@ def _train_one(config: dict, resume: str | None) -> tuple[str, str | None, list[
                 train(config)
             status, detail = "finished", None
         except TrainingDiverged as exc:
-            status, detail = "diverged", str(exc).splitlines()[0]
+            status, detail = "diverged", first_line(exc)
         except CnnlabError as exc:
-            status, detail = "failed", str(exc).splitlines()[0]
+            status, detail = "failed", first_line(exc) or type(exc).__name__
     notes = [str(w.message) for w in caught if issubclass(w.category, CnnlabWarning)]
     return status, detail, notes
 
@@ -122,7 +131,7 @@ def _todo(planned: PlannedRun) -> tuple[bool, str | None]:
     return True, None
 
 
-def run_experiment(name: str, *, data: str | None = None, quick: bool = False, seeds: int = 1, jobs: int = 1,
+def run_experiment(name: str, *, data: str | None = None, quick: bool = False, seeds: int | None = None, jobs: int = 1,
                    root: str | Path = "runs", out: str | Path | None = None, overrides: dict | None = None,
                    on_event: Callable[[str, dict], None] | None = None) -> ExperimentResult:
     """Train every run of experiment `name` (cells × `seeds`), `jobs` at a time, and tabulate them.
@@ -134,7 +143,7 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
     from ..tracking.index import RunIndex, host_name, now
 
     spec = get_experiment(name)
-    if not isinstance(seeds, int) or seeds < 1:
+    if seeds is not None and (not isinstance(seeds, int) or seeds < 1):
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {jobs!r}")
@@ -143,11 +152,12 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
     directory = Path(out) if out else root / "experiments" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     check_writable(directory, "--out")
     options = {"data": data, "quick": quick, "seeds": seeds, "set": dict(overrides or {})}
-    if spec.delegate is not None:
+    if spec.delegate is not None:  # seeds None: the delegate's own default
         return _run_delegate(spec, directory, options, jobs)
+    options["seeds"] = seeds = seeds or 1
     experiment_id = directory.name
     plan = _load_or_make_plan(spec, directory, experiment_id, root, options, jobs)
-    _check_data(plan[0].config)
+    preflight([p.config for p in plan])
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(directory / PLAN_FILE, {"schema_version": SCHEMA_VERSION, "experiment": name,
                                               "experiment_id": experiment_id, "root": str(root.resolve()),
@@ -168,7 +178,7 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
             index.upsert_experiment(experiment_id, {"name": name, "status": "failed", "path": directory.resolve(),
                                                     "detail": "interrupted: run the same command with --out "
                                                               f"{directory} to continue"})
-        raise
+        raise ExperimentInterrupted(directory) from None
     result = tabulate_experiment(directory)
     with RunIndex(root) as index:
         index.upsert_experiment(experiment_id, {"name": name, "status": "finished", "path": directory.resolve(),
@@ -176,12 +186,35 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
     return result
 
 
-def _check_data(config: dict) -> None:
-    """Read the dataset once before any run, so a bad --data is one error, not one per run."""
-    from ..train.config import TrainConfig
-    from ..train.run import load_data
+def preflight(configs: list[dict]) -> None:
+    """What training checks before it claims a run directory, done for every distinct configuration before
+    the first run starts: the data reads, the model builds for its images (on the meta device, after the
+    padding or resizing training would apply) and fits in memory. A bad --data or model is one error, not
+    one failed run per cell."""
+    import json
 
-    load_data(TrainConfig.from_dict(config))
+    from ..train.config import TrainConfig
+    from ..train.run import check_trainable, fit_input, load_data
+
+    data_keys = ("data", "image_size", "channels", "resize", "data_dir", "offline", "limit_per_class", "pad",
+                 "seed")
+    datasets: dict[str, object] = {}
+    done: set[str] = set()
+
+    def dataset_for(cfg: TrainConfig):
+        key = json.dumps({k: getattr(cfg, k) for k in data_keys}, sort_keys=True, default=str)
+        if key not in datasets:
+            datasets[key] = load_data(cfg)
+        return datasets[key]
+
+    for values in configs:
+        cfg = TrainConfig.from_dict({k: v for k, v in values.items() if k not in ("out", "seed")}).validate()
+        key = json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+        if key in done:
+            continue
+        done.add(key)
+        fitted, _ = fit_input(cfg, dataset_for(cfg))
+        check_trainable(fitted, dataset_for(fitted))
 
 
 def _load_or_make_plan(spec: Experiment, directory: Path, experiment_id: str, root: Path, options: dict,
@@ -334,15 +367,22 @@ def _finite(obj):
 
 
 def _run_delegate(spec: Experiment, directory: Path, options: dict, jobs: int) -> ExperimentResult:
-    """An experiment another module runs in full (transfer): it returns table rows and a plot path."""
-    rows, plot = spec.delegate(data=options["data"], quick=options["quick"], seeds=options["seeds"],
-                               out_dir=directory)
+    """An experiment another module runs in full (transfer): it writes its own directory and returns table
+    rows, its plot and (optionally) its markdown table; table.md and results.json are written here only if
+    it did not write them."""
+    if jobs > 1:
+        warnings.warn(f"the {spec.name} experiment trains one run at a time; --jobs {jobs} does not apply",
+                      CnnlabWarning, stacklevel=3)
+    rows, plot, table = spec.delegate(data=options["data"], quick=options["quick"], seeds=options["seeds"],
+                                      out_dir=directory, train_options=options["set"])
     from .table import rows_to_markdown
 
-    table = f"# {spec.title}\n\n{rows_to_markdown(rows)}\n"
-    write_text_atomic(directory / "table.md", table)
-    write_json_atomic(directory / "results.json", _finite({"schema_version": SCHEMA_VERSION,
-                                                           "experiment": spec.name, "options": options,
-                                                           "rows": rows, "plot": str(plot) if plot else None}))
+    table = f"# {spec.title}\n\n{table or rows_to_markdown(rows)}\n"
+    if not (directory / "table.md").is_file():
+        write_text_atomic(directory / "table.md", table)
+    if not (directory / "results.json").is_file():
+        write_json_atomic(directory / "results.json", _finite({"schema_version": SCHEMA_VERSION,
+                                                               "experiment": spec.name, "options": options,
+                                                               "rows": rows, "plot": str(plot) if plot else None}))
     return ExperimentResult(spec.name, spec.title, directory.name, directory, options, [], [], table,
                             Path(plot) if plot else None, spec.note, spec.lecture)

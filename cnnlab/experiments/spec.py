@@ -221,3 +221,10 @@ def fmt_value(v: dict | None, digits: int, spread: bool = True) -> str:
     if v.get("unreached"):
         text += f" ({v['n'] - v['unreached']}/{v['n']} reached)"
     return text
+
+
+# The columns of a table that follows one network from training to test: size, the last epoch's training error,
+# the kept weights' validation and test errors (ablation, plain-vs-residual).
+PARAMS = Column("params", "parameters", params, digits=0, spread=False)
+TRAIN_VAL_TEST = (PARAMS, Column("train_error", "train error % (last epoch)", last_train_error),
+                  Column("val_error", "val error %", val_error), Column("test_error", "test error %", test_error))

@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import optuna
 
 from ..errors import CnnlabError, ConfigError
-from ..tracking.index import RunIndex, host_name, pid_alive
+from ..tracking.index import RunIndex, first_line, host_name, pid_alive
 from .sweep_config import SweepConfig
 
 POLL_S = 2.0  # how often a worker waiting for the others' last trials looks again
@@ -74,7 +74,7 @@ def make_storage(url: str, cfg: SweepConfig) -> optuna.storages.RDBStorage:
                 grace_period=cfg.grace_period,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors: unreachable server, bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         raise ConfigError(f"--storage {_safe_url(url)}: cannot open the study storage ({first})") from None
 
 
@@ -253,7 +253,11 @@ def _heartbeat(storage, trial_id: int, interval: int, stop: threading.Event) -> 
 def run_sweep(cfg: SweepConfig, *, root: str | Path = "runs", storage: str | None = None,
               on_event: Callable[[str, dict], None] | None = None) -> SweepOutcome:
     """Work on study `cfg.study` until `cfg.n_trials` trials have finished (by any worker)."""
+    from .runner import preflight
+
     root = Path(root)
+    preflight([cfg.trial_config({p.name: v}).to_dict() for p in cfg.params
+               for v in (p.choices if p.kind == "categorical" else (p.low, p.high))])
     url = storage or cfg.storage or default_storage(root)
     if url.startswith("sqlite:///"):
         with RunIndex(root):  # create the runs index (WAL mode) before Optuna adds its tables to the same file
@@ -347,9 +351,10 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, cfg: SweepConfig, root:
         _tell(study, trial, state=S.PRUNED)
         state, detail = S.PRUNED, str(exc)
     except CnnlabError as exc:  # a diverging loss, an option the model does not take: a result, counted
-        trial.set_user_attr("cnnlab_error", str(exc).splitlines()[0])
+        detail = first_line(exc) or type(exc).__name__
+        trial.set_user_attr("cnnlab_error", detail)
         _tell(study, trial, state=S.FAIL)
-        state, detail = S.FAIL, str(exc).splitlines()[0]
+        state = S.FAIL
     except BaseException:  # Ctrl-C, a crash: not this trial's fault; queue it again and stop
         if _tell(study, trial, state=S.FAIL):
             _retry(study, trial._trial_id)

@@ -49,14 +49,16 @@ def plot_best_so_far(storage, studies: list[str] | None, out: str | Path) -> tup
                           if missing else "the storage holds no study yet (run `cnnlab sweep --config FILE`)")
     fig, (ax,) = new_figure(size=(7, 4.2))
     summary = []
-    for name in names:
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]  # lines that coincide stay distinguishable
+    for k, name in enumerate(names):
         study = optuna.load_study(study_name=name, storage=storage)
         xs, ys = best_so_far(study)
         sampler = sampler_of(study)
         pts = [(x, y) for x, y in zip(xs, ys) if y is not None]
         if pts:
-            ax.step([p[0] for p in pts], [100 * p[1] for p in pts], where="post", marker="o", ms=3,
-                    label=f"{name} ({sampler})")
+            ls, marker = styles[k % len(styles)]
+            ax.step([p[0] for p in pts], [100 * p[1] for p in pts], where="post", ls=ls, marker=marker, ms=5,
+                    lw=1.8, alpha=0.85, label=f"{name} ({sampler})")
         summary.append({"study": name, "sampler": sampler, "finished": len(xs),
                         "best_val_accuracy": pts[-1][1] if pts else None})
     ax.set_xlabel("trials finished (in trial-number order)")

@@ -135,7 +135,8 @@ class RunIndex:
             self._setup()
         except sqlite3.DatabaseError as exc:
             self.close()
-            raise ConfigError(f"{self.path}: not a usable runs index ({_first_line(exc)})") from None
+            why = first_line(exc) or type(exc).__name__
+            raise ConfigError(f"{self.path}: not a usable runs index ({why})") from None
 
     @classmethod
     def for_run(cls, run_dir: str | Path) -> "RunIndex":
@@ -378,6 +379,7 @@ def row_dict(row: sqlite3.Row) -> dict:
     return out
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only ('' for none)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return text.splitlines()[0] if text else ""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CnnlabError, CnnlabWarning, ConfigError
-from .index import RunIndex, host_name, lock_is_free, now
+from .index import RunIndex, first_line, host_name, lock_is_free, now
 
 
 def model_flops(model, image_shape) -> int | None:
@@ -32,19 +32,14 @@ def failure_status(exc: BaseException) -> tuple[str, str]:
     """(status, detail) a run that stopped with `exc` is recorded with: pruned for an exception that says so
     (`run_status = "pruned"`, as a sweep's pruning hook raises), failed otherwise, with why."""
     if getattr(exc, "run_status", None) == "pruned":
-        return "pruned", _first_line(exc) or "pruned"
+        return "pruned", first_line(exc) or "pruned"
     if isinstance(exc, KeyboardInterrupt):
         return "failed", "interrupted (resumable with cnnlab train --resume)"
     if type(exc).__name__ == "TrainingDiverged":  # cnnlab.train.trainer's; named, not imported (torch-free)
-        return "failed", f"diverged: {_first_line(exc)}"
+        return "failed", f"diverged: {first_line(exc)}"
     if isinstance(exc, CnnlabError):
-        return "failed", _first_line(exc)
-    return "failed", f"{type(exc).__name__}: {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
+        return "failed", first_line(exc)
+    return "failed", f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def epoch_values(records: list[dict]) -> dict[str, Any]:
@@ -90,7 +85,7 @@ class RunRecorder:
         except (CnnlabError, OSError, Exception) as exc:  # noqa: BLE001 - sqlite3 errors included
             self.enabled = False
             where = self.index.path if self.index is not None else self.run_dir.parent / "index.sqlite"
-            warnings.warn(f"runs index {where}: not updated ({_first_line(exc) or type(exc).__name__}); the run "
+            warnings.warn(f"runs index {where}: not updated ({first_line(exc) or type(exc).__name__}); the run "
                           f"itself is unaffected (`cnnlab runs import` can add it later)", CnnlabWarning,
                           stacklevel=3)
             if self.index is not None:
@@ -210,7 +205,7 @@ def find_run_dirs(path: str | Path) -> list[Path]:
     (not descending into a run, nor into hidden folders), sorted."""
     path = Path(path)
     if not path.is_dir():
-        raise ConfigError(f"{path}: no such directory")
+        raise ConfigError(f"{path}: {'not a directory' if path.exists() else 'no such directory'}")
     if (path / "config.json").is_file():
         return [path]
     found = []
