@@ -6,9 +6,7 @@ code write a marker file, which must never appear).
 
 The other parts (test_bad_inputs_config.py: options, config files, models, resources, environment;
 test_bad_inputs_runs.py: weights, checkpoints and run directories) use the runner defined here.
-
-A case marked `pending(N)` is a defect another engineer's branch fixes (issue N): it is an expected failure
-here, strict, so that the merge which fixes it turns it into a failure that asks for the marker to go."""
+"""
 
 from __future__ import annotations
 
@@ -36,21 +34,11 @@ class Case(NamedTuple):
     argv: tuple[str, ...]
     needles: tuple[str, ...]
     make: Callable[[Path], None] = lambda d: None
-    pending: int | None = None
-
-
-def pending(issue: int, case: Case) -> Case:
-    return case._replace(pending=issue)
 
 
 def params(cases: list[Case]) -> list:
-    """pytest parameters, one per case; a pending case is a strict expected failure."""
-    out = []
-    for case in cases:
-        marks = [pytest.mark.xfail(strict=True, reason=f"fixed on the issue {case.pending} branch, not merged yet")
-                 ] if case.pending else []
-        out.append(pytest.param(case, id=case.id, marks=marks))
-    return out
+    """pytest parameters, one per case, named by the case."""
+    return [pytest.param(case, id=case.id) for case in cases]
 
 
 class Evil:
@@ -324,18 +312,18 @@ DATA_CASES = [
          npz("ts.npz", x=X, y=Y, x_test=np.zeros((10, 9, 9), np.uint8), y_test=Y[:10])),
     Case("npz-single-class", TRAIN + ("--data", "{d}/one.npz"), ("one.npz", "a single class", "at least 2"),
          npz("one.npz", x=X, y=np.zeros(20, np.int64))),
-    pending(10, Case("npz-nan-pixels", SHOW + ("{d}/nan.npz",) + OUT, ("nan.npz", "non-finite"),
-                     npz("nan.npz", x=np.full((20, 8, 8), np.nan, np.float32), y=Y))),
-    pending(10, Case("npz-inf-pixels", SHOW + ("{d}/inf.npz",) + OUT, ("inf.npz", "non-finite"),
-                     npz("inf.npz", x=np.full((20, 8, 8), np.inf, np.float32), y=Y))),
-    pending(10, Case("npz-complex-pixels", SHOW + ("{d}/cx.npz",) + OUT, ("cx.npz", "real pixel values"),
-                     npz("cx.npz", x=X.astype(np.complex64), y=Y))),
-    pending(10, Case("npz-labels-2d", SHOW + ("{d}/y2.npz",) + OUT, ("y2.npz", "y must be 1-D"),
-                     npz("y2.npz", x=X, y=np.zeros((20, 1), np.int64)))),
-    pending(10, Case("npz-no-images", SHOW + ("{d}/empty.npz",) + OUT, ("empty.npz", "no images"),
-                     npz("empty.npz", x=np.zeros((0, 8, 8), np.uint8), y=np.zeros(0, np.int64)))),
-    pending(10, Case("npz-label-implies-a-billion-classes", SHOW + ("{d}/big.npz",) + OUT,
-                     ("big.npz", "1000000000"), npz("big.npz", x=X, y=np.r_[Y[:19], 10**9]))),
+    Case("npz-nan-pixels", SHOW + ("{d}/nan.npz",) + OUT, ("nan.npz", "non-finite"),
+                     npz("nan.npz", x=np.full((20, 8, 8), np.nan, np.float32), y=Y)),
+    Case("npz-inf-pixels", SHOW + ("{d}/inf.npz",) + OUT, ("inf.npz", "non-finite"),
+                     npz("inf.npz", x=np.full((20, 8, 8), np.inf, np.float32), y=Y)),
+    Case("npz-complex-pixels", SHOW + ("{d}/cx.npz",) + OUT, ("cx.npz", "real pixel values"),
+                     npz("cx.npz", x=X.astype(np.complex64), y=Y)),
+    Case("npz-labels-2d", SHOW + ("{d}/y2.npz",) + OUT, ("y2.npz", "y must be 1-D"),
+                     npz("y2.npz", x=X, y=np.zeros((20, 1), np.int64))),
+    Case("npz-no-images", SHOW + ("{d}/empty.npz",) + OUT, ("empty.npz", "no images"),
+                     npz("empty.npz", x=np.zeros((0, 8, 8), np.uint8), y=np.zeros(0, np.int64))),
+    Case("npz-label-implies-a-billion-classes", SHOW + ("{d}/big.npz",) + OUT,
+                     ("big.npz", "1000000000"), npz("big.npz", x=X, y=np.r_[Y[:19], 10**9])),
     # images
     Case("image-truncated", SHOW + ("{d}/imgs",) + OUT, ("a/0.png", "undecodable image", "truncated"),
          truncated_png),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_bad_inputs import (Case, Evil, assert_refused, cnnlab, marker_of, params, pending, run_case,
+from test_bad_inputs import (Case, Evil, assert_refused, cnnlab, marker_of, params, run_case,
                              snapshot)
 
 TRAIN = ("train", "--out", "{d}/run", "--epochs", "1", "--quiet", "--threads", "1", "--limit-per-class", "5")
@@ -72,7 +72,7 @@ CONFIG_CASES = [
     Case("config-top-level-list", CONF, ("c.yaml", "expected a mapping"), text("c.yaml", "- lr: 0.1\n")),
     Case("config-two-documents", CONF, ("c.yaml", "not valid YAML"), text("c.yaml", "lr: 0.1\n---\nlr: 0.2\n")),
     Case("config-missing", CONF, ("c.yaml", "cannot read config file")),
-    pending(10, Case("config-not-utf8", CONF, ("c.yaml", "UTF-8"), text("c.yaml", b"\xff\xfe\x00\x81lr: 1"))),
+    Case("config-not-utf8", CONF, ("c.yaml", "UTF-8"), text("c.yaml", b"\xff\xfe\x00\x81lr: 1")),
     Case("model-opt-alias-bomb", TRAIN + ("--model-opt", "act=[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,"
                                                           "*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], &e [*c,*c,*c,"
                                                           "*c,*c,*c,*c,*c,*c,*c], [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]"),
@@ -85,7 +85,7 @@ CONFIG_CASES = [
     Case("dropout-1", TRAIN + ("lenet5", "--dropout", "1.0"), ("dropout must be in [0, 1)",)),
     Case("warmup-negative", TRAIN + ("--warmup-epochs", "-1"), ("warmup-epochs must be >= 0",)),
     Case("clip-grad-negative", TRAIN + ("--clip-grad", "-1"), ("clip-grad must be >= 0",)),
-    Case("weight-decay-minus-infinity", TRAIN + ("--weight-decay=-inf",), ("weight-decay must be >= 0",)),
+    Case("weight-decay-minus-infinity", TRAIN + ("--weight-decay=-inf",), ("weight-decay must be",)),
     Case("batch-size-0", TRAIN + ("--batch-size", "0"), ("batch-size must be a positive integer",)),
     Case("epochs-negative", TRAIN + ("--epochs", "-3"), ("epochs must be a positive integer",)),
     Case("lr-0", TRAIN + ("--lr", "0"), ("lr must be positive",)),
@@ -96,14 +96,14 @@ CONFIG_CASES = [
          ("epochs (5) must be a multiple of snapshots (2)",)),
     Case("ema-eval-without-ema", TRAIN + ("--ema-eval",), ("--ema-eval needs --ema",)),
     Case("epochs-not-a-number", TRAIN + ("--epochs", "ten"), ("--epochs", "invalid int value")),
-    pending(10, Case("lr-nan", TRAIN + ("--lr", "nan"), ("--lr", "finite"))),
-    pending(10, Case("lr-inf", TRAIN + ("--lr", "inf"), ("--lr", "finite"))),
-    pending(10, Case("exp-gamma-negative-is-gradient-ascent", TRAIN + ("--schedule", "exponential", "--exp-gamma",
-                                                                       "-0.5"), ("exp-gamma",))),
-    pending(10, Case("gamma-above-1", TRAIN + ("--schedule", "step", "--gamma", "1.5"), ("gamma",))),
-    pending(10, Case("momentum-1", TRAIN + ("--momentum", "1.0"), ("momentum",))),
-    pending(10, Case("seed-beyond-64-bits", TRAIN + ("--seed", str(2**70)), ("seed",))),
-    pending(10, Case("limit-per-class-0", TRAIN + ("--limit-per-class", "0"), ("limit-per-class",))),
+    Case("lr-nan", TRAIN + ("--lr", "nan"), ("--lr", "finite")),
+    Case("lr-inf", TRAIN + ("--lr", "inf"), ("--lr", "finite")),
+    Case("exp-gamma-negative-is-gradient-ascent", TRAIN + ("--schedule", "exponential", "--exp-gamma",
+                                                                       "-0.5"), ("exp-gamma",)),
+    Case("gamma-above-1", TRAIN + ("--schedule", "step", "--gamma", "1.5"), ("gamma",)),
+    Case("momentum-1", TRAIN + ("--momentum", "1.0"), ("momentum",)),
+    Case("seed-beyond-64-bits", TRAIN + ("--seed", str(2**70)), ("seed",)),
+    Case("limit-per-class-0", TRAIN + ("--limit-per-class", "0"), ("limit-per-class",)),
 ]
 
 MODEL_CASES = [
