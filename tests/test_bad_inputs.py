@@ -84,7 +84,7 @@ def assert_refused(proc: subprocess.CompletedProcess, command: str, needles) -> 
     assert proc.returncode == 2, (proc.returncode, err[-3000:])
     lines = err.splitlines()
     assert len(lines) == 1, err[-3000:]
-    assert lines[0].startswith(f"cnnlab {command}: error: "), lines[0]
+    assert lines[0].startswith(f"cnnlab {command}") and ": error: " in lines[0], lines[0]  # (`explain MODEL`)
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]

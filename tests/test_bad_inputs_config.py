@@ -88,7 +88,7 @@ CONFIG_CASES = [
     Case("weight-decay-minus-infinity", TRAIN + ("--weight-decay=-inf",), ("weight-decay must be",)),
     Case("batch-size-0", TRAIN + ("--batch-size", "0"), ("batch-size must be a positive integer",)),
     Case("epochs-negative", TRAIN + ("--epochs", "-3"), ("epochs must be a positive integer",)),
-    Case("lr-0", TRAIN + ("--lr", "0"), ("lr must be positive",)),
+    Case("lr-0", TRAIN + ("--lr", "0"), ("lr must be a positive number",)),
     Case("pad-negative", TRAIN + ("--pad", "-2"), ("pad must be an integer in [0, 1024]",)),
     Case("threads-negative", TRAIN + ("--threads", "-1"), ("threads must be >= 0",)),
     Case("nan-check-every-0", TRAIN + ("--nan-check-every", "0"), ("nan-check-every must be a positive",)),
@@ -128,7 +128,7 @@ MODEL_CASES = [
     Case("models-unknown-family", ("models", "--family", "transformers"), ("unknown family 'transformers'",)),
     Case("explain-num-classes-0", ("explain", "lenet5", "--num-classes", "0", "--html", "{d}/p.html"),
          ("--num-classes must be positive",)),
-    Case("explain-run-image-reserved", ("explain", "lenet5", "x.png", "--html", "{d}/p.html"), ("IMAGE 'x.png'",)),
+    Case("explain-image-missing", ("explain", "lenet5", "x.png", "--html", "{d}/p.html"), ("x.png: no such file",)),
 ]
 
 RESOURCE_CASES = [
@@ -227,7 +227,7 @@ def test_a_notation_longer_than_a_file_name_trains_and_is_summarised(tmp_path):
     second = cnnlab("train", net, "--epochs", "1", "--quiet", "--threads", "1", "--limit-per-class", "5",
                     "--image-size", "8", cwd=tmp_path)
     assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
-    runs = sorted((tmp_path / "runs").iterdir())
+    runs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())  # (and the runs index beside them)
     assert len(runs) == 2 and runs[0].name != runs[1].name  # unique, even within the same second
     assert all(len(r.name) <= 80 and " " not in r.name and ">" not in r.name for r in runs)
     summary = cnnlab("summary", runs[0], "--format", "json", cwd=tmp_path)

@@ -350,6 +350,10 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                                   model_options=model_options(cfg), mean=mean, std=std,
                                   params=sum(p.numel() for p in model.parameters()),
                                   split_sizes={k: len(getattr(dataset, k)) for k in ("train", "val", "test")})
+        trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
+        if run is not None and ckpt.latest_info(run_dir) is not None:
+            trainer.load_checkpoint(run_dir)  # a damaged checkpoint is refused before the index hears of it
+        # else: a run killed before its first checkpoint starts again from step 0 with its saved config
         recorder = None
         if dist.is_main:  # the runs index (RUNS_ROOT/index.sqlite) follows the run: running → finished/failed
             from ..tracking.record import RunRecorder
@@ -357,12 +361,8 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
             recorder = RunRecorder(run_dir, cfg)
             recorder.started(model, dataset.image_shape, resumed=run is not None,
                              history=run.metrics if run is not None else None)
-            hooks = recorder.with_hooks(hooks)
-        trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
+            trainer.hooks = {name: list(fns) for name, fns in recorder.with_hooks(trainer.hooks).items()}
         try:
-            if run is not None and ckpt.latest_info(run_dir) is not None:
-                trainer.load_checkpoint(run_dir)
-            # else: a run killed before its first checkpoint starts again from step 0 with its saved config
             if dist.is_main and "init" in transfer:
                 runs.write_init_report(run_dir, transfer["init"])
             trainer.fit()
