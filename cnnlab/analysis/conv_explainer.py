@@ -8,6 +8,7 @@ Arithmetic uses exact fractions, so a filter of -1/2 entries gives exactly -1, n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +28,13 @@ Volume = list[Matrix]  # channels x rows x columns
 
 
 def parse_number(tok: str) -> Fraction:
-    """An exact number from text: an integer, a decimal or a fraction such as -1/2."""
+    """An exact number from text: an integer, a decimal or a fraction such as -1/2. Hand-exercise sizes only:
+    at most 30 characters and exponents within +-300 (Fraction("1e999999999") would build a billion-digit
+    integer)."""
+    exponent = re.search(r"[eE]\s*([+-]?\d+)", tok)
+    if len(tok.strip()) > 30 or (exponent and abs(int(exponent.group(1)[:6])) > 300):
+        raise ConfigError(f"number {tok.strip()[:20]!r}{'…' if len(tok.strip()) > 20 else ''} is beyond what a hand "
+                          f"exercise needs (at most 30 characters, exponents within ±300)")
     try:
         return Fraction(tok)
     except (ValueError, ZeroDivisionError):

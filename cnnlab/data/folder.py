@@ -244,6 +244,9 @@ def read_npz(path: Path) -> dict:
     for key in ("x", "y"):
         if key not in data:
             raise DataError(f"{path}: missing array {key!r} (found {', '.join(data) or 'none'})")
+    scalars = [k for k in ("x", "y", "x_test", "y_test") if k in data and data[k].ndim == 0]
+    if scalars:  # a 0-d array has no length: not images, not labels
+        raise DataError(f"{path}: {scalars[0]} is a single value (a 0-d array), not an array of images or labels")
     out = {"train": None, "test": None}
     for split, xk, yk in (("train", "x", "y"), ("test", "x_test", "y_test")):
         if xk not in data:

@@ -90,7 +90,8 @@ def read_idx(path: str | Path, expect_magic: int | None = None) -> np.ndarray:
             dims = struct.unpack(f">{ndim}I", raw_dims)
             need = math.prod(dims)  # a Python int: exact, where an int64 product of four uint32 overflows
             shape = "x".join(short_int(d) for d in dims)
-            if need > physical_memory():
+            # Zero-length dims are counted as 1: (0, 2^31, 2^31) holds nothing, yet no array can take its shape.
+            if math.prod(max(d, 1) for d in dims) > physical_memory():
                 raise DataError(f"{path}: header claims shape {shape}, {human_bytes(need)}, more memory than "
                                 f"this machine has ({human_bytes(physical_memory())}); refused before reading it")
             payload = _read_up_to(fh, need)

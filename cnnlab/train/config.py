@@ -316,7 +316,7 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if not isinstance(value, dict):
                 raise TypeError
             return dict(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf")) for `epochs: .inf`
         raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got "
                           f"{short_text(repr(value))}") from None
     return value
