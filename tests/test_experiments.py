@@ -70,7 +70,14 @@ def _check_shape_and_numbers(name: str, results: dict, table: str, root: Path, s
     assert len(header) == 1 + len(spec.columns) + len(published) and len(lines) == 2 + len(cells)
     for cell, line in zip(results["cells"], lines[2:]):
         assert line.startswith(f"| {cell['label']} |")
-        assert len(cell["runs"]) == seeds and all(r["status"] == "finished" for r in cell["runs"]), cell["runs"]
+        assert len(cell["runs"]) == seeds, cell["runs"]
+        # Every run finished, except that a net without BN at a high learning rate may diverge: that is the
+        # batchnorm experiment's own finding, recorded as such (and its numbers are then not tabulated).
+        assert all(r["status"] == "finished" or (name == "batchnorm" and r["status"] == "diverged")
+                   for r in cell["runs"]), cell["runs"]
+        if any(r["status"] != "finished" for r in cell["runs"]):
+            assert "diverged" in line
+            continue
         for col in spec.columns:
             expected = [_oracle(col.key, Path(r["path"]), root) for r in cell["runs"]]
             got = cell["values"][col.key]
@@ -124,7 +131,8 @@ def test_every_experiment_runs_quick_and_its_numbers_come_from_its_runs(tmp_path
     if name == "relu-vs-tanh":  # the threshold column is only checked where some run crossed it
         assert any(c["values"]["epochs_25"]["mean"] is not None for c in results["cells"])
     if name == "batchnorm":  # the last epoch's training error, not the first's
-        assert all(len(_metric_lines(r["path"])) == 2 for c in results["cells"] for r in c["runs"])
+        assert all(len(_metric_lines(r["path"])) == 2 for c in results["cells"] for r in c["runs"]
+                   if r["status"] == "finished")
 
 
 @pytest.mark.slow
