@@ -22,3 +22,8 @@ class ConfigError(CnnlabError, ValueError):
 class CnnlabWarning(UserWarning):
     """A note for the user (a conversion cnnlab made, a setting that does not apply); the CLI prints it as
     one line "cnnlab COMMAND: note: ...", the library only emits it."""
+
+
+class ResourceError(ConfigError):
+    """An input that would need more memory (or disk) than the machine has, refused before allocating; the
+    message says how much it would need."""

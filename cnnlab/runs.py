@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from .errors import ConfigError
 from .train.config import TrainConfig
-from .utils.io import save_safetensors_atomic, write_json_atomic, write_text_atomic
+from .utils.io import remove_stale_temps, save_safetensors_atomic, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # torch is imported lazily: opening a run to read its config needs none
     from torch import nn
@@ -132,6 +132,7 @@ def claim_run_dir(out: str | Path | None, cfg: TrainConfig, overwrite: bool = Fa
                 (path / name).unlink(missing_ok=True)
             for name in RUN_DIRS:
                 shutil.rmtree(path / name, ignore_errors=True)
+            remove_leftovers(path)
         yield path
 
 
@@ -144,6 +145,17 @@ def _refuse_non_empty(path: Path, overwrite: bool) -> bool:
         raise ConfigError(f"--out {path}: directory exists and is not empty (use --overwrite to replace it, "
                           f"or {hint})")
     return True
+
+
+def remove_leftovers(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files that atomic writes killed mid-write left in the run directory and its
+    checkpoints/ and snapshots/ folders (the caller holds the run's lock: nobody else writes there)."""
+    run_dir = Path(run_dir)
+    removed = remove_stale_temps(run_dir, all_of_them=True)
+    for name in ("checkpoints", "snapshots"):
+        if (run_dir / name).is_dir():
+            removed += remove_stale_temps(run_dir / name, all_of_them=True)
+    return removed
 
 
 @contextlib.contextmanager
@@ -236,10 +248,13 @@ class MetricsWriter:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:  # e.g. a full disk: name the file (a half line is dropped on resume)
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
         if self.tb is not None:
             step = record.get("epoch", 0)
             for key, value in record.items():
@@ -424,17 +439,14 @@ class Run:
         """The run's model, built with its own options, with weights `weights` loaded (None: freshly
         initialised), in eval mode."""
         from .models import build_model
-        from .train.checkpoint import load_weights
+        from .models.footprint import check_buildable
+        from .train.checkpoint import load_into, load_weights
 
+        check_buildable(self.config.model, **self.build_kwargs())  # a tampered config.json allocates nothing
         model = build_model(self.config.model, **self.build_kwargs())
         if weights is not None:
             path = self.resolve_weights(weights)
-            state = load_weights(path, device)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise ConfigError(f"{path}: does not fit the run's model {self.config.model!r} ({first})") from None
+            load_into(model, load_weights(path, device), path)
         return model.to(device).eval()
 
     def dataset(self, data: str | None = None):

@@ -8,21 +8,33 @@ Arithmetic uses exact fractions, so a filter of -1/2 entries gives exactly -1, n
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from ..errors import ConfigError, GeometryError
 from ..layers import conv_output_size
+from ..utils.limits import check_text_file
+from ..utils.safe_yaml import load_json
 from .receptive_field import fits
+
+# Hand-exercise caps: each multiply-add is an exact fraction and a written-out step (~7 us, ~1 KB on 2 cores).
+MAX_PADDED_VALUES = 1_000_000
+MAX_MACS = 300_000  # as many as the explainer page shows
 
 Matrix = list[list[Fraction]]
 Volume = list[Matrix]  # channels x rows x columns
 
 
 def parse_number(tok: str) -> Fraction:
-    """An exact number from text: an integer, a decimal or a fraction such as -1/2."""
+    """An exact number from text: an integer, a decimal or a fraction such as -1/2. Hand-exercise sizes only:
+    at most 30 characters and exponents within +-300 (Fraction("1e999999999") would build a billion-digit
+    integer)."""
+    exponent = re.search(r"[eE]\s*([+-]?\d+)", tok)
+    if len(tok.strip()) > 30 or (exponent and abs(int(exponent.group(1)[:6])) > 300):
+        raise ConfigError(f"number {tok.strip()[:20]!r}{'…' if len(tok.strip()) > 20 else ''} is beyond what a hand "
+                          f"exercise needs (at most 30 characters, exponents within ±300)")
     try:
         return Fraction(tok)
     except (ValueError, ZeroDivisionError):
@@ -71,6 +83,7 @@ def load_volume(spec: str, what: str = "input") -> Volume:
     """A volume from inline text or a .txt (inline syntax), .npy or .json (nested lists) file."""
     path = Path(spec)
     if path.suffix.lower() in (".txt", ".npy", ".json") and path.is_file():
+        check_text_file(path, "matrix file")  # hand-exercise sizes: a huge file is refused before reading
         if path.suffix.lower() == ".npy":
             import numpy as np
 
@@ -85,7 +98,7 @@ def load_volume(spec: str, what: str = "input") -> Volume:
             raise ConfigError(f"{path}: cannot read it as text ({_first_line(exc)})") from None
         if path.suffix.lower() == ".json":
             try:
-                obj = json.loads(text)
+                obj = load_json(text)  # nesting too deep for the parser: a ValueError
             except ValueError as exc:
                 raise ConfigError(f"{path}: not valid JSON ({exc})") from None
             return _from_nested(obj, f"{what} ({path})")
@@ -280,6 +293,7 @@ def _check_spec(spec: ConvSpec, pool_from_demo: bool = False) -> None:
     if spec.padding < 0:
         raise ConfigError(f"--padding must be >= 0, got {spec.padding}")
     c, h, w = len(spec.input), len(spec.input[0]), len(spec.input[0][0])
+    _check_work(spec, c, h, w)
     for n, k in enumerate(spec.kernels):
         if len(k) != c:
             raise ConfigError(f"--kernel {n + 1} has {len(k)} channel(s) but the input has {c}")
@@ -299,6 +313,29 @@ def _check_spec(spec: ConvSpec, pool_from_demo: bool = False) -> None:
                 else f"--pool-size {spec.pool_size} is"
             raise GeometryError(f"{what} larger than the {ho}x{wo} feature maps of stride {spec.stride}, padding "
                                 f"{spec.padding} (give --pool-size 1 or a smaller stride)")
+
+
+def _check_work(spec: ConvSpec, c: int, h: int, w: int) -> None:
+    """ResourceError before computing when the exercise is beyond hand size: the zero-padded input or the
+    multiply-adds (each kept as an exact fraction and a written-out step) past their caps, with the count."""
+    from ..errors import ResourceError
+    from ..utils.limits import short_int
+
+    p = spec.padding
+    padded = c * (h + 2 * p) * (w + 2 * p)
+    if padded > MAX_PADDED_VALUES:
+        raise ResourceError(f"--padding {short_int(p)}: the zero-padded input would hold {short_int(padded)} values, "
+                            f"more than `cnnlab conv` works by hand ({MAX_PADDED_VALUES:,})")
+    macs = 0
+    for k in spec.kernels:
+        kh, kw = len(k[0]), len(k[0][0])
+        if kh > h + 2 * p or kw > w + 2 * p:
+            continue  # the geometry check below names it
+        ho, wo = (h + 2 * p - kh) // spec.stride + 1, (w + 2 * p - kw) // spec.stride + 1
+        macs += ho * wo * c * kh * kw
+    if macs > MAX_MACS:
+        raise ResourceError(f"this convolution has {short_int(macs)} multiply-adds, more than `cnnlab conv` "
+                            f"works out one by one ({MAX_MACS:,}); use a smaller input, kernel or padding")
 
 
 # --- every multiply-add of one configuration, for the explainer page -------------------------------------

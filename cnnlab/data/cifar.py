@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tarfile
 import tempfile
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..utils.limits import check_memory
+from .archive import check_tar
 
 # The binary archives' names and MD5s are those on the dataset page, https://www.cs.toronto.edu/~kriz/cifar.html
 # ("CIFAR-10 binary version (suitable for C programs)": c32a1d4a…; "CIFAR-100 binary version": 03b5dce0…),
@@ -32,11 +35,13 @@ CIFAR = {
     },
 }
 RECORD_PIXELS = 3 * 32 * 32
+STAGE_PREFIX = ".extract."
 
 
 def read_cifar_bin(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode one binary batch into (N, 3, 32, 32) uint8 images and labels (the fine label for CIFAR-100)."""
     try:
+        check_memory(path.stat().st_size, f"{path} ({path.stat().st_size:,} bytes, read whole)")
         raw = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
@@ -66,10 +71,11 @@ def extract(archive: Path, dest: Path, spec: dict) -> Path:
     if final.exists():  # not made by us (ours appear whole, by rename): never delete a user's files
         missing = [n for n in spec["train"] + spec["test"] if not (final / n).exists()]
         raise DataError(f"{final}: folder exists but lacks {', '.join(missing)}; complete or remove it")
-    stage = Path(tempfile.mkdtemp(prefix=".extract.", dir=dest))
+    remove_stale_stages(dest)
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}.", dir=dest))
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
+            for member in check_tar(tar, stage, archive):  # every member confined to the target, or refused
                 name = member.name.removeprefix("./")
                 if name in wanted and member.isfile():
                     src = tar.extractfile(member)
@@ -84,6 +90,16 @@ def extract(archive: Path, dest: Path, spec: dict) -> Path:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
     return final
+
+
+def remove_stale_stages(dest: Path) -> None:
+    """Delete the staging folders of extractions whose process was killed (their pid is in the name)."""
+    from ..utils.io import alive
+
+    for stage in dest.glob(f"{STAGE_PREFIX}*"):
+        pid = stage.name[len(STAGE_PREFIX):].partition(".")[0]
+        if stage.is_dir() and not stage.is_symlink() and pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def read_cifar(folder: Path, spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:

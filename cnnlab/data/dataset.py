@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import DataError
+
 
 @dataclass
 class Split:
@@ -36,6 +38,17 @@ class Dataset:
     val: Split
     test: Split
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Every split must hold images of one size: a test split of another size would fail only when the
+        run is scored, after all its training (the sources resize all splits alike when asked to)."""
+        shape = self.train.image_shape
+        for name in ("val", "test"):
+            other = getattr(self, name).image_shape
+            if other != shape:
+                raise DataError(f"{self.name}: the {name} images are {'x'.join(map(str, other))} (CxHxW) but the "
+                                f"training images {'x'.join(map(str, shape))}; give --image-size (and --channels) "
+                                f"to bring all splits to one size")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -7,15 +7,18 @@ visible sub-folders, sorted; hidden entries and non-image files are skipped and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..utils.io import atomic_path
+from ..errors import CnnlabWarning, DataError
+from ..utils.io import atomic_path, remove_stale_temps
+from ..utils.limits import check_memory, human_bytes, short_int
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 SPLIT_DIRS = ("train", "val", "test")
@@ -75,25 +78,69 @@ def scan_split(root: Path, classes: list[str] | None, counts: Counter) -> tuple[
                     labels.append(index[d.name])
                 else:
                     counts["non_image_files"] += 1
+            elif f.is_symlink() and not f.exists():  # dangling, or a loop (a -> a): nothing to read
+                counts["broken_links"] += 1
         if len(files) == n_before and is_train:
             raise DataError(f"{d}: empty class folder (no .jpg/.jpeg/.png/.bmp/.webp images)")
     return classes, files, labels
 
 
 def probe(files: list[Path]) -> tuple[bool, Counter]:
-    """(all grey?, Counter of (w, h) sizes) from image headers only."""
+    """(all grey?, Counter of (w, h) sizes) from image headers only. An image over Pillow's
+    decompression-bomb threshold but under its hard limit is decoded, with one note naming the file (above
+    the hard limit Pillow refuses it: a DataError)."""
     from PIL import Image
 
-    grey, sizes = True, Counter()
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                sizes[im.size] += 1
-                if im.mode not in ("1", "L", "LA", "I", "I;16", "F"):
-                    grey = False
-        except Exception as exc:  # PIL raises many types for bad files
-            raise DataError(f"{f}: undecodable image ({type(exc).__name__}: {exc})") from None
+    grey, sizes, notes = True, Counter(), []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    sizes[im.size] += 1
+                    if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+                        grey = False
+            except Exception as exc:  # PIL raises many types for bad files
+                raise DataError(f"{f}: undecodable image ({type(exc).__name__}: {exc})") from None
+            notes += [f"{f}: {str(w.message).rstrip('.')}; decoded anyway" for w in caught
+                      if issubclass(w.category, Image.DecompressionBombWarning)]
+            caught.clear()
+    for note in notes:  # outside catch_warnings, which would record them too
+        warnings.warn(note, CnnlabWarning, stacklevel=2)
     return grey, sizes
+
+
+@contextlib.contextmanager
+def _quiet_bombs():
+    """Pillow's DecompressionBombWarning silenced while decoding: probe() already noted the file once."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _eight_bit(im, path: Path):
+    """A 16-bit or 32-bit grey image as 8-bit L, its range scaled (0..65535 -> 0..255), never clipped;
+    float images must be finite, in 0..1 or 0..255."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im, dtype=np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DataError(f"{path}: {im.mode} pixel values {arr.min()}..{arr.max()} are outside 16 bits "
+                            f"(0..65535)")
+        return Image.fromarray(np.rint(arr * (255 / 65535)).astype(np.uint8), "L")
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise DataError(f"{path}: holds non-finite (NaN or infinite) pixel values")
+        scale = 255.0 if arr.size and arr.max() <= 1.0 else 1.0
+        if arr.size and (arr.min() < 0 or arr.max() * scale > 255):
+            raise DataError(f"{path}: float pixel values {arr.min():.3g}..{arr.max():.3g} are outside 0..1 "
+                            f"and 0..255")
+        return Image.fromarray(np.rint(arr * scale).astype(np.uint8), "L")
+    return im
 
 
 def decode_image(path: Path, channels: int, size: tuple[int, int], resize: str) -> np.ndarray:
@@ -103,8 +150,9 @@ def decode_image(path: Path, channels: int, size: tuple[int, int], resize: str) 
 
     h, w = size
     try:
-        with Image.open(path) as im:
+        with _quiet_bombs(), Image.open(path) as im:
             im.draft("RGB" if channels == 3 else "L", (w, h))  # JPEG: decode at reduced scale if possible
+            im = _eight_bit(im, path)  # 16-bit PNGs keep their range (Pillow's convert("L") would clip)
             im = im.convert("RGBA" if im.mode in ("P", "PA") and "transparency" in im.info else im.mode)
             im = im.convert("RGB" if channels == 3 else "L")
             if im.size != (w, h):
@@ -132,6 +180,10 @@ def decode_files(files: list[Path], channels: int, size: tuple[int, int], resize
     nbytes = int(np.prod(shape, dtype=np.int64))
     threshold = memmap_threshold() if threshold is None else threshold
     info = {"decoded_bytes": nbytes, "memmap": None}
+    if nbytes > threshold and cache_dir is not None:
+        _check_disk(Path(cache_dir), nbytes, shape)
+    else:
+        check_memory(nbytes, f"{len(files):,} images decoded at {channels}x{short_int(size[0])}x{short_int(size[1])}")
     if nbytes <= threshold or cache_dir is None:
         out = np.empty(shape, dtype=np.uint8)
         for i, f in enumerate(files):
@@ -142,6 +194,7 @@ def decode_files(files: list[Path], channels: int, size: tuple[int, int], resize
     path = Path(cache_dir) / f"{key}.u8"
     info["memmap"] = str(path)
     if not (path.exists() and path.stat().st_size == nbytes):
+        remove_stale_temps(path.parent)  # of decodes killed mid-write (their process is gone)
         with atomic_path(path) as tmp:
             mm = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
             for i, f in enumerate(files):
@@ -150,6 +203,22 @@ def decode_files(files: list[Path], channels: int, size: tuple[int, int], resize
             del mm
     # Copy-on-write mapping: pages load lazily and the array is writable for torch.from_numpy.
     return np.memmap(path, dtype=np.uint8, mode="c", shape=shape), info
+
+
+def _check_disk(cache_dir: Path, nbytes: int, shape: tuple) -> None:
+    """ResourceError unless the cache's file system can hold the decoded set (once; reused after)."""
+    import shutil
+
+    from ..errors import ResourceError
+
+    probe_dir = cache_dir
+    while not probe_dir.exists() and probe_dir.parent != probe_dir:
+        probe_dir = probe_dir.parent
+    free = shutil.disk_usage(probe_dir).free
+    if nbytes > free:
+        size = "x".join(short_int(v) for v in shape)
+        raise ResourceError(f"{cache_dir}: decoding {size} images needs {human_bytes(nbytes)} of disk for the "
+                            f"memory-mapped cache, and only {human_bytes(free)} is free; refused before writing")
 
 
 def pick_size(sizes: Counter, image_size) -> tuple[int, int]:
@@ -206,6 +275,9 @@ def read_npz(path: Path) -> dict:
             x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
         if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
             raise DataError(f"{path}: {yk} must hold non-negative integer class indices")
+        if x.shape[1] not in (1, 3, 4):  # not grey, RGB or RGBA: slicing off channels would be a silent guess
+            raise DataError(f"{path}: {xk} has shape {x.shape}, {x.shape[1]} channels; expected 1 (grey), 3 (RGB) "
+                            f"or 4 (RGBA, alpha dropped)")
         out[split] = (np.ascontiguousarray(x[:, :3]), y.astype(np.int64))
     if out["test"] is not None and out["test"][0].shape[1:] != out["train"][0].shape[1:]:
         shape = "x".join(map(str, out["train"][0].shape[1:]))

@@ -7,12 +7,15 @@ big-endian uint32 per dimension; images are magic 0x00000803 (N×H×W), labels 0
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..utils.limits import human_bytes, physical_memory, short_int
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -46,41 +49,63 @@ MNIST_FAMILY = {
     },
 }
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it ends in .gz; unreadable or broken gzip → DataError."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
+CHUNK = 1 << 24  # payloads are read in 16 MiB pieces: a header that lies about the size allocates nothing
+
+
+def _open(path: Path):
+    """The file for reading, gunzipped on the fly when it ends in .gz."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_up_to(fh, n: int) -> bytearray:
+    """At most `n` bytes, read in CHUNKs, so that memory grows only with the bytes the file really holds."""
+    buf = bytearray()
+    while len(buf) < n:
+        block = fh.read(min(CHUNK, n - len(buf)))
+        if not block:
+            break
+        buf += block
+    return buf
 
 
 def read_idx(path: str | Path, expect_magic: int | None = None) -> np.ndarray:
-    """Decode one IDX file into a uint8 array, checking magic number and payload length."""
+    """Decode one IDX file into a uint8 array, checking magic number and payload length. The header is read
+    first: a shape needing more memory than the machine has is refused before the payload is read, and
+    a gzip stream is decompressed only as far as the header says the payload goes."""
     path = Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    magic = struct.unpack(">I", raw[:4])[0]
-    if expect_magic is not None and magic != expect_magic:
-        raise DataError(f"{path}: bad magic number 0x{magic:08x}, expected 0x{expect_magic:08x}")
-    if raw[0] or raw[1] or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path}: bad magic number 0x{magic:08x} (not an unsigned-byte IDX file)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    need = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - header < need:
-        raise DataError(f"{path}: truncated payload: {len(raw) - header} bytes for shape {dims} "
-                        f"({need} needed)")
-    if len(raw) - header > need:
-        raise DataError(f"{path}: {len(raw) - header - need} trailing bytes after shape {dims}")
+    try:
+        with _open(path) as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: truncated IDX header ({len(head)} bytes)")
+            magic = struct.unpack(">I", head)[0]
+            if expect_magic is not None and magic != expect_magic:
+                raise DataError(f"{path}: bad magic number 0x{magic:08x}, expected 0x{expect_magic:08x}")
+            if head[0] or head[1] or head[2] != 0x08 or not 1 <= head[3] <= 4:
+                raise DataError(f"{path}: bad magic number 0x{magic:08x} (not an unsigned-byte IDX file)")
+            ndim = head[3]
+            raw_dims = fh.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            need = math.prod(dims)  # a Python int: exact, where an int64 product of four uint32 overflows
+            shape = "x".join(short_int(d) for d in dims)
+            # Zero-length dims are counted as 1: (0, 2^31, 2^31) holds nothing, yet no array can take its shape.
+            if math.prod(max(d, 1) for d in dims) > physical_memory():
+                raise DataError(f"{path}: header claims shape {shape}, {human_bytes(need)}, more memory than "
+                                f"this machine has ({human_bytes(physical_memory())}); refused before reading it")
+            payload = _read_up_to(fh, need)
+            if len(payload) < need:
+                raise DataError(f"{path}: truncated payload: {short_int(len(payload))} bytes for shape {shape} "
+                                f"({short_int(need)} needed)")
+            trailing = len(fh.read(CHUNK))
+            if trailing:
+                more = "" if trailing < CHUNK else " or more"
+                raise DataError(f"{path}: {short_int(trailing)}{more} trailing bytes after shape {shape}")
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read ({exc})") from None
     # bytearray: a writable buffer, so torch.from_numpy on the result is safe.
-    return np.frombuffer(bytearray(raw), dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
 
 
 def find_file(folder: Path, name: str) -> Path | None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
+from ..utils.limits import check_memory, short_int
 from .dataset import Dataset, Split
 from .splits import limit_per_class as _limit
 from .splits import stratified_split
@@ -45,6 +46,7 @@ def adapt(x: torch.Tensor, channels: int | None, size: tuple[int, int] | None,
         return x
     oc = channels or c
     oh, ow = size or (h, w)
+    check_memory(len(x) * oc * oh * ow, f"{len(x):,} images at {oc}x{short_int(oh)}x{short_int(ow)} (--image-size)")
     out = torch.empty((len(x), oc, oh, ow), dtype=torch.uint8)
     for s in range(0, len(x), 2048):
         chunk = x[s:s + 2048].float()
@@ -124,6 +126,8 @@ def load_digits(image_size=32, seed: int = 0, fractions=(0.6, 0.2, 0.2), channel
     x = torch.from_numpy(bunch.images).float().unsqueeze(1) * (255.0 / 16.0)
     size = _size(image_size)
     if size is not None and size != (8, 8):
+        check_memory(x.numel() * size[0] * size[1] * 4 // 64,
+                     f"the digits at {short_int(size[0])}x{short_int(size[1])} (--image-size)")
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     images = x.round().clamp(0, 255).to(torch.uint8)
     labels = torch.from_numpy(bunch.target).long()

@@ -58,6 +58,7 @@ def parse_sets(items: list[str]) -> dict:
     import yaml
 
     from ..train.config import TrainConfig
+    from ..utils.safe_yaml import DocumentTooLarge, load_yaml
 
     out = {}
     for item in items or []:
@@ -70,7 +71,9 @@ def parse_sets(items: list[str]) -> dict:
                    else "is not a training option")
             raise ConfigError(f"--set {item!r}: {name} {why}")
         try:
-            out[name] = yaml.safe_load(raw) if raw.strip() else None
+            out[name] = load_yaml(raw) if raw.strip() else None  # safe, and no alias bombs
+        except DocumentTooLarge as exc:
+            raise ConfigError(f"--set {name}: {exc}") from None
         except yaml.YAMLError:
             out[name] = raw
     return out

@@ -21,11 +21,13 @@ def axis_counts(n_in: int, n_out: int, size: float, jump: float, centre: float) 
     if n_in < 1 or n_out < 1 or size < 1 or jump <= 0:
         raise ConfigError(f"receptive field counts need positive sizes, got input {n_in}, output {n_out}, "
                           f"field {size}, jump {jump}")
-    centres = centre + jump * torch.arange(n_out, dtype=torch.float64)
+    # Unit k contains pixel p when |p - (centre + k*jump)| <= half: k runs over an interval, counted in closed
+    # form per pixel (memory O(n_in), where comparing every unit with every pixel took n_in * n_out).
     pixels = torch.arange(n_in, dtype=torch.float64)
-    half = (size - 1) / 2
-    inside = (pixels[None, :] - centres[:, None]).abs() <= half + 1e-9
-    return inside.sum(dim=0)
+    half = (size - 1) / 2 + 1e-9
+    lo = torch.ceil((pixels - centre - half) / jump).clamp(min=0)
+    hi = torch.floor((pixels - centre + half) / jump).clamp(max=n_out - 1)
+    return (hi - lo + 1).clamp(min=0).to(torch.int64)
 
 
 def contribution_map(input_hw: tuple[int, int], output_hw: tuple[int, int], field: dict) -> torch.Tensor:

@@ -222,9 +222,26 @@ class NotationNet(SequentialNet):
         return f"spec={self.spec!r}"
 
 
+# No machine holds a layer of more values than this (2^50 float32 values are 4 PiB); past it, even the meta
+# device's shape arithmetic overflows int64, so such a layer is refused by name before it is created.
+MAX_LAYER_VALUES = 2**50
+
+
+def _check_values(tok: Token, what: str, count: int) -> None:
+    if count > MAX_LAYER_VALUES:
+        from ..utils.limits import human_bytes, short_int
+
+        raise _bad(tok.text, tok.pos, f"its {what} would hold {short_int(count)} values ({human_bytes(4 * count)}), "
+                                      f"more than any machine's memory")
+
+
 def _spatial(tok: Token, shape: tuple[int, int, int], index: int) -> tuple[nn.Module, tuple[int, int, int]]:
     """The module for a feature-map layer and its output shape, geometry checked."""
     c = shape[0]
+    if tok.kind in ("conv", "dwconv"):
+        k, n, s, p = tok.args
+        _check_values(tok, "weights", (n or c) * (1 if tok.kind == "dwconv" else c) * k * k)
+        _check_values(tok, "output", (n or c) * (shape[1] + 2 * p) * (shape[2] + 2 * p))
     if tok.kind == "conv":
         k, n, s, p = tok.args
         module: nn.Module = nn.Conv2d(c, n, k, stride=s, padding=p)
@@ -274,6 +291,7 @@ def _layers(body: list[Token], shape: tuple[int, int, int]
         elif tok.kind in ("conv", "dwconv", "pool", "gap", "lrn", "flatten"):
             raise _bad(tok.text, tok.pos, f"a {tok.kind} layer cannot follow the flatten/fc part of the network")
         elif tok.kind == "fc":
+            _check_values(tok, "weights", width * tok.args[0])
             classifier.append(nn.Linear(width, tok.args[0]))
             width = tok.args[0]
         elif tok.kind == "bn":

@@ -175,7 +175,10 @@ def _check_option_type(model: str, key: str, value: object, default: object) -> 
     else:
         return
     if not ok:
-        raise ConfigError(f"model {model!r}: option {key} expects {kind} (default {default!r}), got {value!r}")
+        from ..utils.limits import short_text
+
+        raise ConfigError(f"model {model!r}: option {key} expects {kind} (default {default!r}), got "
+                          f"{short_text(repr(value))}")
 
 
 def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None,

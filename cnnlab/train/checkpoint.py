@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -62,11 +63,21 @@ def save_checkpoint(run_dir: str | Path, weights: dict[str, torch.Tensor], state
     ckdir = Path(run_dir) / CKPT_DIR
     ckdir.mkdir(parents=True, exist_ok=True)
     stem = f"ckpt-{global_step:09d}"
-    save_safetensors_atomic(weights, ckdir / f"{stem}.safetensors", metadata={"global_step": str(global_step)})
-    save_torch_atomic({"format": FORMAT, **state}, ckdir / f"{stem}.state.pt")
-    write_json_atomic(ckdir / LATEST, {"weights": f"{stem}.safetensors", "state": f"{stem}.state.pt",
-                                       "global_step": global_step, "epoch": int(state.get("epoch", 0)),
-                                       "step": int(state.get("step", 0))})
+    pair = (ckdir / f"{stem}.safetensors", ckdir / f"{stem}.state.pt")
+    try:
+        save_safetensors_atomic(weights, pair[0], metadata={"global_step": str(global_step)})
+        save_torch_atomic({"format": FORMAT, **state}, pair[1])
+        write_json_atomic(ckdir / LATEST, {"weights": pair[0].name, "state": pair[1].name,
+                                           "global_step": global_step, "epoch": int(state.get("epoch", 0)),
+                                           "step": int(state.get("step", 0))})
+    except OSError:
+        # latest.json still names the previous pair: drop the half of this one that made it to disk (it
+        # would only hold space a resume needs) unless it is the pair the pointer names (same step again).
+        named = (latest_info(run_dir) or {}).get("weights")
+        for path in pair:
+            if named != pair[0].name:
+                path.unlink(missing_ok=True)
+        raise
     for old in ckdir.glob("ckpt-*"):
         if not old.name.startswith(stem + "."):
             old.unlink(missing_ok=True)
@@ -99,8 +110,8 @@ def load_checkpoint(run_dir: str | Path, device: str | torch.device = "cpu") -> 
     if info is None:
         raise ConfigError(f"{run_dir}: no checkpoint to resume from (checkpoints/latest.json missing)")
     ckdir = Path(run_dir) / CKPT_DIR
-    weights = load_weights(ckdir / info["weights"], device)
-    state_path = ckdir / info["state"]
+    weights = load_weights(confined(ckdir / info["weights"], run_dir), device)
+    state_path = confined(ckdir / info["state"], run_dir)
     if not state_path.is_file():
         raise ConfigError(f"{state_path}: missing (named by checkpoints/latest.json); the run cannot be resumed")
     try:
@@ -113,6 +124,50 @@ def load_checkpoint(run_dir: str | Path, device: str | torch.device = "cpu") -> 
                           f"is not supported")
     state["rng"]["torch"] = state["rng"]["torch"].cpu()  # RNG states must live on the CPU
     return weights, state
+
+
+def confined(path: Path, run_dir: str | Path) -> Path:
+    """`path` itself when it is a file of the run directory: not a link, and inside the run once every link
+    on the way is resolved (a checkpoints/ folder linked elsewhere counts as outside). Resuming loads only
+    what the run itself wrote."""
+    if path.is_symlink():
+        raise ConfigError(f"{path}: is a link (to {os.readlink(path)}), not a checkpoint file this run wrote; "
+                          f"refused")
+    root = Path(run_dir).resolve()
+    if not path.resolve().is_relative_to(root):
+        raise ConfigError(f"{path}: resolves to {path.resolve()}, outside the run directory {root}; refused")
+    return path
+
+
+def load_into(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load `weights` (read from `path`) into `module` after checking, with one line naming the file: the
+    same names, shapes and dtypes as the module's own (weights of another model, or of another precision,
+    are refused rather than cast), and finite values (NaN or inf weights are a damaged file: cnnlab never
+    saves a diverged state)."""
+    check_fits(module, weights, path)
+    module.load_state_dict(weights)
+
+
+def check_fits(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """The checks of `load_into`, without loading."""
+    own = module.state_dict()
+    missing, extra = [k for k in own if k not in weights], [k for k in weights if k not in own]
+    if missing or extra:
+        parts = [f"{len(missing)} of the model's tensors missing (e.g. {missing[0]!r})" if missing else "",
+                 f"{len(extra)} it does not have (e.g. {extra[0]!r})" if extra else ""]
+        raise ConfigError(f"{path}: weights of another model: {'; '.join(p for p in parts if p)}")
+    for name, value in weights.items():
+        ref = own[name]
+        if tuple(value.shape) != tuple(ref.shape):
+            raise ConfigError(f"{path}: weights of another model: {name} is {tuple(value.shape)}, the model's "
+                              f"{tuple(ref.shape)}")
+        if value.dtype != ref.dtype:
+            raise ConfigError(f"{path}: {name} is {str(value.dtype).removeprefix('torch.')}, the model's "
+                              f"{str(ref.dtype).removeprefix('torch.')}; refused rather than converted")
+    floats = [v for v in weights.values() if v.is_floating_point() and v.numel()]
+    if floats and not bool(torch.stack([v.isfinite().all() for v in floats]).all()):
+        bad = next(k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all()))
+        raise ConfigError(f"{path}: {bad} holds NaN or infinite values; the file is damaged")
 
 
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -7,7 +7,6 @@ Kept free of torch imports so that `cnnlab --help` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 from ..data.folder import RESIZE_POLICIES
 from ..errors import ConfigError
 from ..transfer.freeze import BN_POLICIES
+from ..utils.limits import check_text_file, short_text
+from ..utils.safe_yaml import DocumentTooLarge, load_json, load_yaml
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "plateau", "exponential", "cosine", "onecycle", "cyclic", "warmup")
@@ -264,6 +265,7 @@ def read_config_file(path: str | Path) -> dict:
     import yaml
 
     path = Path(path)
+    check_text_file(path, "config file")  # not /dev/zero, a pipe or a huge file: read without end
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -271,7 +273,7 @@ def read_config_file(path: str | Path) -> dict:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text (UTF-8) config file (byte {exc.start}: {exc.reason})") from None
     try:
-        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        values = load_json(text) if path.suffix == ".json" else load_yaml(text)  # safe: no tags, no bombs
     except (ValueError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{path}: not valid YAML/JSON ({first})") from None
@@ -314,8 +316,9 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
             if not isinstance(value, dict):
                 raise TypeError
             return dict(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf")) for `epochs: .inf`
+        raise ConfigError(f"{source}: {f.name} expects {kind.replace(' | None', '')}, got "
+                          f"{short_text(repr(value))}") from None
     return value
 
 
@@ -329,7 +332,9 @@ def parse_model_opts(items: list[str]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--model-opt expects KEY=VALUE, got {item!r}")
         try:
-            opts[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            opts[key.strip()] = load_yaml(raw) if raw.strip() else ""
+        except DocumentTooLarge as exc:
+            raise ConfigError(f"--model-opt {key.strip()}: {exc}") from None
         except yaml.YAMLError:
             opts[key.strip()] = raw
     return opts

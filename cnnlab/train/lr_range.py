@@ -170,7 +170,8 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     from ..data import BatchLoader
     from .distributed import DistInfo
     from .optim import build_optimizer
-    from .run import build, build_augment, fit_input, load_data, resolve_device, set_threads
+    from .run import (build, build_augment, check_classes, check_trainable, fit_input, load_data, resolve_device,
+                      set_threads)
 
     cfg = TrainConfig.resolve(config, overrides, "lr_find()")
     check_range(start_lr, end_lr, steps)  # before any data is loaded
@@ -183,8 +184,10 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     set_threads(cfg, single)
     torch.manual_seed(cfg.seed)
     dataset = load_data(cfg)
+    check_classes(cfg, dataset)
     cfg, _ = fit_input(cfg, dataset)  # the same padding/resizing training would apply
     dataset = load_data(cfg)
+    check_trainable(cfg, dataset)
     model = build(cfg, dataset).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

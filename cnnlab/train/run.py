@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CnnlabError, ConfigError
+from ..utils.io import DISK_FULL
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
@@ -187,6 +188,39 @@ def model_options(cfg: TrainConfig) -> dict:
     return opts
 
 
+def check_classes(cfg: TrainConfig, dataset) -> None:
+    """Refuse data with a single class before anything else is done with it: a classifier needs two."""
+    from ..data.sources import SOURCES
+    from ..errors import DataError
+    from ..utils.limits import short_text
+
+    if dataset.num_classes < 2:
+        where = cfg.data if cfg.data in SOURCES else short_text(cfg.data, 300)
+        raise DataError(f"{where}: a single class ({short_text(dataset.classes[0], 40)!r}); a classifier needs "
+                        f"at least 2 classes")
+
+
+def check_trainable(cfg: TrainConfig, dataset) -> None:
+    """Refuse what cannot train, before the model is built for real or a run directory exists: data with a
+    single class, and a model whose training state (weights, gradients, optimizer slots, EMA copy and one
+    batch's activations, float32) would need more memory than the machine has."""
+    from ..models.footprint import activation_elements, check_buildable, state_bytes
+    from ..utils.limits import check_memory, short_int, short_text
+
+    check_classes(cfg, dataset)
+    c, h, w = dataset.image_shape
+    model = check_buildable(cfg.model, num_classes=dataset.num_classes, in_channels=c, input_size=(h, w),
+                            **model_options(cfg))
+    if model is None:
+        return
+    slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2, "adamw": 2}.get(cfg.optimizer, 2)
+    weights = state_bytes(model) * (2 + slots + int(cfg.ema))
+    batch = min(cfg.batch_size, len(dataset.train))  # a batch is never larger than the training split
+    activations = activation_elements(model, (c, h, w)) * 4 * 2 * batch
+    check_memory(weights + activations, f"training {short_text(cfg.model)!r} on {c}x{h}x{w} images in batches "
+                                        f"of {short_int(batch)}")
+
+
 def build(cfg: TrainConfig, dataset, *, init=True, report: dict | None = None, notes: bool = True) -> nn.Module:
     """The model --model names, shaped for the dataset's images and classes; started from the --init weights
     and with its --freeze stages frozen (cnnlab.train.finetune). `init`: the weights already read
@@ -267,6 +301,7 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
             if line and dist.is_main:
                 _note(line)
     dataset = load_data(cfg, run.classes if run is not None else None)
+    check_classes(cfg, dataset)
     if run is None:
         fitted, note = fit_input(cfg, dataset)
         if note:
@@ -274,6 +309,7 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                 _note(note)
             cfg = fitted
             dataset = load_data(cfg)
+    check_trainable(cfg, dataset)
     transfer: dict = {}
     model = build(cfg, dataset, init=init or False, report=transfer, notes=dist.is_main).to(device)
     if cfg.channels_last:
@@ -296,6 +332,7 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
             run_dir = run.path
             if dist.is_main:
                 stack.enter_context(runs.run_lock(run_dir))
+                runs.remove_leftovers(run_dir)  # temp files of writes killed with the previous process
         else:
             chosen: str | Exception = ""
             if dist.is_main:
@@ -313,6 +350,10 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                                   model_options=model_options(cfg), mean=mean, std=std,
                                   params=sum(p.numel() for p in model.parameters()),
                                   split_sizes={k: len(getattr(dataset, k)) for k in ("train", "val", "test")})
+        trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
+        if run is not None and ckpt.latest_info(run_dir) is not None:
+            trainer.load_checkpoint(run_dir)  # a damaged checkpoint is refused before the index hears of it
+        # else: a run killed before its first checkpoint starts again from step 0 with its saved config
         recorder = None
         if dist.is_main:  # the runs index (RUNS_ROOT/index.sqlite) follows the run: running → finished/failed
             from ..tracking.record import RunRecorder
@@ -320,12 +361,8 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
             recorder = RunRecorder(run_dir, cfg)
             recorder.started(model, dataset.image_shape, resumed=run is not None,
                              history=run.metrics if run is not None else None)
-            hooks = recorder.with_hooks(hooks)
-        trainer = Trainer(cfg, model, loaders, device=device, dist=dist, run_dir=run_dir, hooks=hooks)
+            trainer.hooks = {name: list(fns) for name, fns in recorder.with_hooks(trainer.hooks).items()}
         try:
-            if run is not None and ckpt.latest_info(run_dir) is not None:
-                trainer.load_checkpoint(run_dir)
-            # else: a run killed before its first checkpoint starts again from step 0 with its saved config
             if dist.is_main and "init" in transfer:
                 runs.write_init_report(run_dir, transfer["init"])
             trainer.fit()
@@ -335,10 +372,29 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
         except BaseException as exc:
             if recorder is not None:
                 recorder.failed(exc)
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                raise RunWriteError(_write_failed(exc, run_dir)) from None
             raise
         if recorder is not None:
             recorder.finished(result.summary)
         return result
+
+
+class RunWriteError(CnnlabError):
+    """The run directory could not be written (a full disk or quota): the run stopped, its last good
+    checkpoint intact, and `--resume` continues it once there is space."""
+
+
+def _write_failed(exc: OSError, run_dir: Path) -> str:
+    """One line: which file could not be written and why, the checkpoint that is kept, how to go on."""
+    try:
+        last = ckpt.latest_info(run_dir)
+    except ConfigError:
+        last = None
+    kept = (f"the last good checkpoint (epoch {last['epoch'] + 1}, step {last['step']}) is kept" if last
+            else "no checkpoint had been written yet")
+    return (f"{exc.filename or run_dir}: cannot be written ({exc.strerror or exc}); the run stopped and {kept}; "
+            f"free some space, then `cnnlab train --resume {run_dir}`")
 
 
 def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float,

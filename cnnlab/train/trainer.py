@@ -346,12 +346,28 @@ class Trainer:
         self.on_checkpoint()
 
     def load_checkpoint(self, run_dir: Path) -> None:
+        """Continue from the run's last good checkpoint; every file and value is checked first (one line
+        naming the file when it does not belong to this run's model and optimizer)."""
         weights, state = ckpt.load_checkpoint(run_dir, self.device)
-        self.model.load_state_dict(ckpt.split_prefixed(weights, "model."))
+        info = ckpt.latest_info(run_dir)
+        where = Path(run_dir) / ckpt.CKPT_DIR / info["weights"]
+        ckpt.load_into(self.model, ckpt.split_prefixed(weights, "model."), where)
         if self.ema is not None:
-            self.ema.module.load_state_dict(ckpt.split_prefixed(weights, "ema."))
-            self.ema.updates = int(state["ema_updates"])
+            ckpt.load_into(self.ema.module, ckpt.split_prefixed(weights, "ema."), where)
         best = ckpt.split_prefixed(weights, "best.")
+        if best:
+            ckpt.check_fits(self.eval_module(), best, where)
+        try:
+            self._restore(state, best)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            why = (str(exc).strip().splitlines() or [""])[0][:100]
+            raise ckpt.ConfigError(f"{Path(run_dir) / ckpt.CKPT_DIR / info['state']}: not the training state of "
+                                   f"this run's model and optimizer ({type(exc).__name__}: {why})") from None
+
+    def _restore(self, state: dict, best: dict) -> None:
+        """Position, optimizer, schedule, counters and RNG states from a loaded checkpoint's state."""
+        if self.ema is not None:
+            self.ema.updates = int(state["ema_updates"])
         self.best_weights = best or None
         self.best = dict(state["best"])
         self.optimizer.load_state_dict(state["optimizer"])
