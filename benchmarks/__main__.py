@@ -29,6 +29,8 @@ BENCHMARKS = (
     "utilisation",
     "memory",
     "time_to_accuracy",
+    "defaults",
+    "inference",
 )
 
 

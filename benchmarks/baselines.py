@@ -109,7 +109,7 @@ def epochs_per_sample(recipe: str, train_images: torch.Tensor, train_labels: tor
     `mean`/`std` are used unless the recipe fixes them."""
     from cnnlab.models import build_model
     from cnnlab.train import TrainConfig
-    from cnnlab.train.optim import LRSchedule, build_optimizer
+    from cnnlab.train.optim import LRSchedule, build_optimizer, default_batch_size, default_lr
 
     torch.manual_seed(seed)
     schedule = step_lr = None
@@ -125,6 +125,10 @@ def epochs_per_sample(recipe: str, train_images: torch.Tensor, train_labels: tor
         model = build_model("lenet5", num_classes=10, in_channels=1, input_size=tuple(train_images.shape[-2:]))
         if recipe == "same_recipe_per_sample":
             cfg = TrainConfig(seed=seed).validate()
+            if cfg.batch_size is None:  # the batch size cnnlab's defaults pick for this many images
+                cfg = cfg.replace(batch_size=default_batch_size(len(train_labels)))
+            if isinstance(cfg.lr, str):  # --lr by-model: the rate they pick for this network and batch
+                cfg = cfg.replace(lr=default_lr(model, cfg.batch_size))
             batch, smoothing = cfg.batch_size, cfg.label_smoothing
             opt = build_optimizer(model, cfg)
             schedule = LRSchedule(cfg, -(-len(train_labels) // batch))

@@ -45,6 +45,7 @@ def measure(mode: Mode, device: str, amp: str, rounds: int, n_train: int) -> dic
     from cnnlab.errors import CnnlabWarning
     from cnnlab.models import build_model
     from cnnlab.train import TrainConfig, train
+    from cnnlab.train.optim import default_lr
 
     cfg = TrainConfig()
     dev = torch.device(device)
@@ -59,7 +60,8 @@ def measure(mode: Mode, device: str, amp: str, rounds: int, n_train: int) -> dic
         bare = build_model("lenet5", num_classes=10, in_channels=1, input_size=(32, 32)).to(dev)
         # cnnlab's optimizer for LeNet-5 (SGD + Nesterov, weight decay on weights only: LeNet's biases
         # are few) and its loss with label smoothing: the bare loop does the same arithmetic per step.
-        opt = torch.optim.SGD(bare.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+        lr = default_lr(bare, BATCH) if isinstance(cfg.lr, str) else cfg.lr  # --lr by-model's for LeNet-5
+        opt = torch.optim.SGD(bare.parameters(), lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay)
         autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if amp == "bf16" else \
             contextlib.nullcontext

@@ -37,7 +37,8 @@ def test_non_finite_float_is_refused(name, value):
     ({"image_size": 0}, "image-size must be a positive"), ({"limit_per_class": 0}, "limit-per-class must be"),
     ({"plateau_patience": -1}, "plateau-patience must be >= 0"),
     ({"seed": -1}, "seed must be an integer in [0, 2**63 - 1]"), ({"seed": 2**63}, "seed must be an integer in"),
-    ({"lr": "0.1"}, "lr must be a positive number or 'auto', got '0.1'"), ({"epochs": 2.5}, "--epochs expects int"),
+    ({"lr": "0.1"}, "lr must be a positive number, 'by-model' or 'auto', got '0.1'"),
+    ({"epochs": 2.5}, "--epochs expects int"),
     ({"quiet": 1}, "--quiet expects bool"),
 ])
 def test_out_of_range_values_are_refused(changes, needle):

@@ -28,7 +28,8 @@ def test_target_accuracy_stops_the_run_and_is_recorded(tmp_path):
 
 
 def test_eval_every_stops_mid_epoch(tmp_path):
-    r = train(epochs=10, threads=1, quiet=True, target_accuracy=0.8, eval_every=5, out=str(tmp_path / "m"))
+    r = train(epochs=10, batch_size=32, threads=1, quiet=True, target_accuracy=0.8, eval_every=5,
+              out=str(tmp_path / "m"))
     epochs = r.summary["epochs_to_target"]
     assert r.summary["reached"] and epochs != int(epochs)  # stopped inside an epoch (34 steps each)
     assert round(epochs * 34) % 5 == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..train.config import TrainConfig, parse_model_opts, read_config_file
+from ..train.config import LR_KEYWORDS, TrainConfig, parse_model_opts, read_config_file
 
 EPILOG = """examples:
   cnnlab train                                    LeNet-5 on the digits (the default job)
@@ -21,13 +21,13 @@ EPILOG = """examples:
 
 
 def _lr(text: str):
-    """--lr: a number or 'auto'."""
-    if text == "auto":
+    """--lr: a number, 'by-model' or 'auto'."""
+    if text in LR_KEYWORDS:
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive number, 'by-model' or 'auto', got {text!r}") from None
 
 
 def _type(f):

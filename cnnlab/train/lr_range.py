@@ -187,6 +187,10 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     check_classes(cfg, dataset)
     cfg, _ = fit_input(cfg, dataset)  # the same padding/resizing training would apply
     dataset = load_data(cfg)
+    if cfg.batch_size is None:  # the batch size training would use
+        from .optim import default_batch_size
+
+        cfg = cfg.replace(batch_size=default_batch_size(len(dataset.train)))
     check_trainable(cfg, dataset)
     model = build(cfg, dataset).to(device)
     if cfg.channels_last:
@@ -195,7 +199,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     mean, std = dataset.channel_stats()
     loader = BatchLoader(dataset.train, cfg.batch_size, shuffle=True, seed=cfg.seed, mean=mean, std=std,
                          augment=augment, device=device, channels_last=cfg.channels_last)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg.replace(lr=start_lr))  # the test sets every step's rate itself
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     result = range_test(model, optimizer, loader, criterion, start_lr=start_lr, end_lr=end_lr, steps=steps)
     if plot is not None:

@@ -309,6 +309,10 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                 _note(note)
             cfg = fitted
             dataset = load_data(cfg)
+    if cfg.batch_size is None:  # by the data (saved as a number: a resumed run keeps it)
+        from .optim import default_batch_size
+
+        cfg = cfg.replace(batch_size=default_batch_size(len(dataset.train), dist.world_size))
     check_trainable(cfg, dataset)
     transfer: dict = {}
     model = build(cfg, dataset, init=init or False, report=transfer, notes=dist.is_main).to(device)
@@ -316,6 +320,10 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
         model = model.to(memory_format=torch.channels_last)
     augment = build_augment(cfg, dataset)
     mean, std = finetune.normalisation(cfg, dataset, init, run)
+    if cfg.lr == "by-model":  # resumed runs saved the number chosen
+        from .optim import default_lr
+
+        cfg = cfg.replace(lr=default_lr(model, cfg.batch_size))
     if cfg.lr == "auto":  # resumed runs saved the value found, so this runs once per run
         cfg = cfg.replace(lr=auto_lr(cfg, model, dataset, augment, mean, std, device))
         if dist.is_main:
