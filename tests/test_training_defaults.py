@@ -22,10 +22,11 @@ RELU_MAX = {"act": "relu", "pool": "max"}
     ("lenet5", {}, LR_HIGH),  # tanh units: bounded, no normalisation needed
     ("lenet5", RELU_MAX, LR_LOW),
     ("vgg11", {}, LR_LOW),
-    ("vgg11_bn", {}, LR_HIGH),
+    ("vgg11_bn", {}, LR_LOW),  # BN in the convs only: the 4096-wide ReLU classifier diverges at the high rate
     ("resnet18", {"stem": "cifar"}, LR_HIGH),
     ("conv5-6p2 > relu > maxpool2 > fc10", {}, LR_LOW),
     ("conv5-6p2 > bn > relu > maxpool2 > fc10", {}, LR_HIGH),
+    ("conv5-6p2 > relu > bn > maxpool2 > fc10", {}, LR_LOW),  # normalised after the unit, not before it
 ])
 def test_the_rate_follows_normalisation_and_activation(name, options, expected):
     model = build_model(name, num_classes=10, in_channels=1, input_size=(32, 32), **options)

@@ -66,11 +66,11 @@ class TrainConfig:
                                       "that gives an epoch at least 64 steps)")
     eval_batch_size: int = _f(512, "evaluation batch size")
     optimizer: str = _f("sgd", "optimizer", choices=OPTIMIZERS)
-    # by-model: one rate does not train every family (SGD at 0.1 leaves VGG-11 at chance level): nets with
-    # normalisation layers or bounded units take 0.1, unnormalised ReLU nets 0.02, both per 32 images of
-    # batch (cnnlab.train.optim.default_lr; measured in benchmarks/defaults.py). Saved as a number.
-    lr: float | str = _f("by-model", "(peak) learning rate; 'by-model': 0.1 for a net with batch norm (or another "
-                                     "normalisation) or only tanh/sigmoid units, 0.02 for a ReLU net without, "
+    # by-model: one rate does not train every family (SGD at 0.1 leaves VGG-11 at chance level): 0.1 for nets
+    # whose every ReLU follows a normalisation layer or with bounded units only, 0.02 for others, both per 32
+    # images of batch (cnnlab.train.optim.default_lr; measured in benchmarks/defaults.py). Saved as a number.
+    lr: float | str = _f("by-model", "(peak) learning rate; 'by-model': 0.1 for a net whose every ReLU follows "
+                                     "a normalisation layer, or with tanh/sigmoid units only, 0.02 for others, "
                                      "both times batch-size/32; 'auto': a short range test picks it for this "
                                      "model and data (the value found is saved with the run)", parse="lr")
     momentum: float = _f(0.9, "SGD momentum (adam/adamw: beta1)")

@@ -57,13 +57,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, lr_mult: dict[str, float
 
         lr_mult = parse_lr_mult(cfg.lr_mult)
     groups = param_groups(model, cfg.weight_decay, cfg.decay_bn_bias, lr_mult, include_frozen=bool(cfg.freeze))
+    # a run resolves --lr by-model/auto before it builds its optimizer; built straight from a config, the
+    # optimizer takes by-model's rate (schedules overwrite every group's rate at each step anyway)
+    lr = default_lr(model, cfg.batch_size or LR_BATCH) if isinstance(cfg.lr, str) else cfg.lr
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     betas = (cfg.momentum, 0.999)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
+        return torch.optim.Adam(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
 def l1_weights(model: nn.Module) -> list[torch.Tensor]:
@@ -164,13 +166,13 @@ class LRSchedule:
 
 # --lr by-model (the default): the peak learning rate follows the network and the batch size, because one
 # rate does not train every family. Measured (benchmarks/defaults.py, time_to_accuracy.py; README
-# "Training defaults"): at a high rate, VGG-11 and LeNet-5 with ReLU + max-pool die at chance level (a unit
-# whose ReLU input went negative for every image stops learning for good), while nets with normalisation
-# layers, and the LeNets' bounded tanh units, train at that rate and reach a target accuracy in the fewest
-# epochs. So a net with normalisation layers, or whose activations are all bounded, takes LR_HIGH; a net
-# with unbounded (ReLU-like) units and no normalisation takes LR_LOW. Both are per 32 images of batch and
-# grow linearly with it (Goyal et al. 2017): LeNet-5 on USPS reaches 95 % in the same epochs at 64 with 0.2
-# as at 32 with 0.1, while 0.3 at 32 leaves it short of 98 % on the digits.
+# "Training defaults"): at the high rate, VGG-11 and LeNet-5 with ReLU + max-pool die at chance level (a
+# unit whose ReLU input went negative for every image stops learning for good) and VGG-11-BN diverges (its
+# 4096-wide ReLU classifier has no normalisation), while the LeNets' bounded tanh units and nets whose
+# every ReLU follows a normalisation layer (ResNet, MobileNet, GoogLeNet) train at that rate and reach a
+# target in the fewest epochs. So such a net takes LR_HIGH, any other LR_LOW. Both are per 32 images of
+# batch and grow linearly with it (Goyal et al. 2017): LeNet-5 on USPS reaches 95 % in the same epochs at
+# 64 with 0.2, while 0.3 at 32 leaves it short of 98 % on the digits.
 LR_HIGH = 0.1
 LR_LOW = 0.02
 LR_BATCH = 32  # the batch size the two rates are for
@@ -179,16 +181,23 @@ _UNBOUNDED = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CEL
               nn.Softplus)
 
 
-def has_normalisation(model: nn.Module) -> bool:
-    """True when the network has batch, group, layer or instance normalisation layers."""
-    return any(isinstance(m, _NORMS) for m in model.modules())
+def unnormalised_units(model: nn.Module) -> list[str]:
+    """Names of the ReLU-like activation modules not directly preceded by a normalisation layer, in the
+    order the modules are registered (the order of a conv-bn-act block, a VGG classifier's Linear-ReLU)."""
+    found, previous = [], None
+    for name, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue  # containers: only the layers themselves have an order
+        if isinstance(module, _UNBOUNDED) and not isinstance(previous, _NORMS):
+            found.append(name)
+        previous = module
+    return found
 
 
 def default_lr(model: nn.Module, batch_size: int = LR_BATCH) -> float:
-    """--lr by-model: LR_HIGH for a network with normalisation layers or with bounded activations only
-    (tanh, sigmoid), LR_LOW for an unnormalised network with ReLU-like units; times batch_size / 32."""
-    safe = has_normalisation(model) or not any(isinstance(m, _UNBOUNDED) for m in model.modules())
-    return (LR_HIGH if safe else LR_LOW) * batch_size / LR_BATCH
+    """--lr by-model: LR_HIGH when every ReLU-like unit follows a normalisation layer (or there are none:
+    tanh/sigmoid nets), LR_LOW otherwise; times batch_size / 32."""
+    return (LR_LOW if unnormalised_units(model) else LR_HIGH) * batch_size / LR_BATCH
 
 
 # --batch-size's default (None): by the data. Larger batches cost less per image on a CPU (fewer kernel
