@@ -21,11 +21,12 @@ test: $(STAMP)
 	$(BIN)/ruff check cnnlab tests benchmarks
 	$(BIN)/python -m pytest -n 2 -q
 
-# Quick mode (minutes on 2 cores): writes benchmarks/results/*.json and prints the table with every check's
-# verdict. `python -m benchmarks --check` also fails on a failed check, `--full` is the long version and
-# `--readme` regenerates the README's performance section from the JSON files.
+# Quick mode (about 10 minutes on 2 cores): training (throughput, utilisation, memory, time to accuracy,
+# defaults across the families), data, inference and analysis benchmarks; writes benchmarks/results/*.json,
+# prints the table with every check's verdict and exits 1 if a check fails (--check). `--full` is the long
+# version and `--readme` regenerates the README's performance section from the JSON files.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -94,4 +94,4 @@ def test_lr_find_suggests_and_plots_and_leaves_model_untouched(tmp_path, capsys)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not opt.state and opt.param_groups[0]["lr"] == 0.01
     assert 1e-7 <= res.steepest <= 1.0 and len(res.lrs) == len(res.smoothed)
-    assert res.suggestion == res.valley and res.lrs[0] <= res.valley <= res.lrs[-1]
+    assert res.suggestion == res.min_over_10 and res.lrs[0] <= res.valley <= res.lrs[-1]

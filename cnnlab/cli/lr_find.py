@@ -12,8 +12,9 @@ def add_parser(sub):
 
     p = sub.add_parser("lr-find", help="learning-rate range test: suggest a learning rate, plot loss vs LR",
                        description="Train a few hundred steps with an exponentially increasing learning rate, "
-                                   "smooth the loss curve and suggest the LR in its longest valley (also "
-                                   "shown: the LR of the minimum / 10). The model is left untouched.")
+                                   "smooth the loss curve and suggest the LR of its minimum / 10 (also "
+                                   "shown: fast.ai's valley and the steepest descent). The model is left "
+                                   "untouched.")
     p.add_argument("--config", metavar="FILE", help="YAML/JSON file of training options (flags override it)")
     p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
@@ -35,8 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     plot = Path(args.plot) if args.plot else Path("runs") / f"lr-find-{Path(cfg.model).name}-{Path(cfg.data).stem}.png"
     result = lr_find(cfg, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, plot=plot)
-    print(f"suggested learning rate {result.valley:.3g} (the valley of the smoothed loss); steepest descent: "
-          f"{result.steepest:.3g}; minimum/10: {result.min_over_10:.3g}; {len(result.lrs)} steps from "
+    print(f"suggested learning rate {result.suggestion:.3g} (the smoothed loss's minimum / 10); valley: "
+          f"{result.valley:.3g}; steepest descent: {result.steepest:.3g}; {len(result.lrs)} steps from "
           f"{result.lrs[0]:.1e} to {result.lrs[-1]:.1e}")
     print(f"plot written to {result.plot}")
     return 0

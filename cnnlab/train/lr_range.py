@@ -1,12 +1,15 @@
 """The learning-rate range test (Smith 2017; fast.ai's lr_find): train a few hundred steps while the learning
 rate grows exponentially from `start_lr` to `end_lr`, record the loss, smooth it, suggest a learning rate.
 
-Suggestion rule: fast.ai's "valley" — the longest stretch over which the smoothed loss keeps falling, and the
-LR a little past its first third (index start + s/3 + s/6 of a stretch of s points). Two more numbers are
-reported as cross-checks: the LR at the steepest descent of the smoothed loss against log(LR), and the LR
-of the smoothed-loss minimum divided by 10. The steepest point alone is fragile: a conv net without batch
-norm has its steepest dip in the noise at the start of the curve (4.5e-5, which trains to 0.69 on the
-digits, where 1e-2 trains to 0.97). The model's weights, the optimizer state and the RNG states are
+Suggestion rule: the LR of the smoothed-loss minimum divided by 10 (Smith 2017; fastai's `lr_min`). Two
+more numbers are reported as cross-checks: fast.ai's "valley" (the longest stretch over which the smoothed
+loss keeps falling, the LR a little past its first third) and the LR at the steepest descent. Measured on
+the digits (100-step test from 1e-6 to 10, then 10 epochs of the defaults at that rate): LeNet-5 gets
+valley 0.0056 → 95.0 % test accuracy, min/10 0.053 → 98.6 % (grid: 0.1 is best); LeNet-5 with ReLU +
+max-pool valley 0.0013 → 96.9 %, min/10 0.012 → 99.2 % (grid: 0.02 trains, 0.1 collapses); a ReLU
+notation net valley 4.9e-4, min/10 6.4e-3. The valley is 10-40× below the rates that train best; the
+steepest point is fragile (a conv net without batch norm has its steepest dip in the noise at the start
+of the curve: 4.5e-5, which trains to 0.69 on the digits, where 1e-2 trains to 0.97). The model's weights, the optimizer state and the RNG states are
 restored afterwards, so the test leaves everything as it found it.
 """
 
@@ -27,7 +30,7 @@ from .config import TrainConfig
 
 @dataclass
 class LRFindResult:
-    """The curve (lrs, raw and smoothed losses) and the suggestions (`suggestion` is the valley)."""
+    """The curve (lrs, raw and smoothed losses) and the suggestions (`suggestion` is the minimum / 10)."""
 
     lrs: list[float]
     losses: list[float]
@@ -40,7 +43,7 @@ class LRFindResult:
 
     @property
     def suggestion(self) -> float:
-        return self.valley
+        return self.min_over_10
 
 
 def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader, criterion: nn.Module, *,
@@ -147,9 +150,9 @@ def plot_curve(result: LRFindResult, path: str | Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     ax.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss")
     ax.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed loss")
-    ax.axvline(result.valley, color="C0", ls="-", label=f"valley (suggested) {result.valley:.2e}")
+    ax.axvline(result.valley, color="C0", ls="-", label=f"valley {result.valley:.2e}")
     ax.axvline(result.steepest, color="C3", ls="--", label=f"steepest descent {result.steepest:.2e}")
-    ax.axvline(result.min_over_10, color="C2", ls=":", label=f"min / 10 {result.min_over_10:.2e}")
+    ax.axvline(result.min_over_10, color="C2", ls=":", label=f"min / 10 (suggested) {result.min_over_10:.2e}")
     ax.set_xscale("log")
     top = np.percentile(result.smoothed, 95) * 1.3
     ax.set_ylim(min(min(result.smoothed), min(result.losses)) * 0.9, top)

@@ -453,7 +453,7 @@ def _finish(cfg: TrainConfig, trainer: Trainer, run_dir: Path, dist, wall: float
 
 def auto_lr(cfg: TrainConfig, model: nn.Module, dataset, augment, mean, std, device) -> float:
     """--lr auto: a 100-step range test from 1e-6 to 10 on this model and data (weights, optimizer and RNG
-    restored afterwards), suggestion by the valley rule (see lr_range). Every rank computes the same value."""
+    restored afterwards), suggestion by the minimum/10 rule (see lr_range). Every rank computes the same value."""
     from ..data import BatchLoader
     from .lr_range import range_test
     from .optim import build_optimizer
@@ -464,7 +464,7 @@ def auto_lr(cfg: TrainConfig, model: nn.Module, dataset, augment, mean, std, dev
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     result = range_test(model, build_optimizer(model, probe_cfg), loader, criterion, start_lr=1e-6, end_lr=10.0,
                         steps=100)
-    return float(f"{result.valley:.3g}")
+    return float(f"{result.suggestion:.3g}")
 
 
 def chance_level_note(history: list[dict], num_classes: int) -> str:
