@@ -9,8 +9,8 @@ valley 0.0056 → 95.0 % test accuracy, min/10 0.053 → 98.6 % (grid: 0.1 is be
 max-pool valley 0.0013 → 96.9 %, min/10 0.012 → 99.2 % (grid: 0.02 trains, 0.1 collapses); a ReLU
 notation net valley 4.9e-4, min/10 6.4e-3. The valley is 10-40× below the rates that train best; the
 steepest point is fragile (a conv net without batch norm has its steepest dip in the noise at the start
-of the curve: 4.5e-5, which trains to 0.69 on the digits, where 1e-2 trains to 0.97). The model's weights, the optimizer state and the RNG states are
-restored afterwards, so the test leaves everything as it found it.
+of the curve: 4.5e-5, which trains to 0.69 on the digits, where 1e-2 trains to 0.97). The model's weights,
+the optimizer state and the RNG states are restored afterwards, so the test leaves everything as it found it.
 """
 
 from __future__ import annotations
