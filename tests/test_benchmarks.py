@@ -113,3 +113,24 @@ def test_example_net_is_the_pytorch_examples_mnist_network():
     torch.manual_seed(0)
     assert not torch.allclose(net(x), net(x))  # dropout is on in training
     assert called[:2] == [(0.25, (4, 64, 12, 12)), (0.5, (4, 128))]  # after the pool, and after fc1's ReLU
+
+
+def test_make_bench_runs_the_training_data_inference_and_analysis_benchmarks():
+    # Issue 16: `make bench` runs training (throughput, time to accuracy, defaults across the families),
+    # data, inference and analysis benchmarks: each must be registered with the harness.
+    proc = _bench("--list")
+    assert proc.returncode == 0, proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    assert {"throughput", "time_to_accuracy", "defaults", "data", "inference", "analysis"} <= set(listed)
+
+
+@pytest.mark.slow
+def test_defaults_smoke_run_checks_each_family_against_chance(tmp_path):
+    proc = _bench("--smoke", "--only", "defaults", "--threads", "1", "--results", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((tmp_path / "defaults.json").read_text())
+    families = doc["figures"]["families"]
+    assert list(families) == ["LeNet-1", "LeNet-5"] and doc["figures"]["threshold"] == 0.8
+    for family in families.values():  # the numbers the defaults chose, as the run saved them
+        assert family["lr"] == 0.1 and family["batch_size"] == 32 and family["epochs"] == 1
+    assert [c["what"] for c in doc["checks"]] == [f"{f}: test accuracy with defaults alone" for f in families]
