@@ -330,8 +330,25 @@ def write_report(cfg, evaluation=None) -> Path:
     has one: the viz package does not import the evaluation package; the CLI passes its result in)."""
     from ..runs import Run
 
+    from .config import ReportConfig
+    from .inputs import load_image
+
     cfg.validate()
     run = Run.open(cfg.run)
     if cfg.weights != "final":  # asked for by name: it must exist (the final weights of a run still training
         run.resolve_weights(cfg.weights)  # may not yet; the page then says so)
-    return build_report(run, evaluation, weights=cfg.weights, image=cfg.image, out=cfg.out)
+    # Weights that exist must load, and an --image given must be readable: a damaged file the command names
+    # is refused in one line here instead of becoming a note on the page (a run still training keeps its
+    # notes: weights not yet written, or the default example when its data is unavailable).
+    try:
+        run.resolve_weights(cfg.weights)
+        has_weights = True
+    except CnnlabError:
+        has_weights = False
+    if has_weights:
+        run.model(cfg.weights)
+    dataset = None
+    if cfg.image != ReportConfig.image:
+        dataset = None if Path(cfg.image).is_file() else run.dataset()
+        load_image(run, cfg.image, dataset)
+    return build_report(run, evaluation, weights=cfg.weights, image=cfg.image, out=cfg.out, dataset=dataset)
