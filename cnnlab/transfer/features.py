@@ -215,6 +215,9 @@ def extract_features(source: str, layer: str = "pre-logits", data: str | None = 
             raise ConfigError(f"--out {out}: expected a .npz file name")
         if out.is_dir():
             raise ConfigError(f"--out {out}: is a directory")
+        from ..runs import check_writable
+
+        check_writable(out.parent if str(out.parent) else Path("."), "--out")  # before any work, not after it
     start = time.perf_counter()
     model, dataset, mean, std, ident, notes = _prepare(source, data, weights=weights, init=init,
                                                        image_size=image_size, channels=channels,
