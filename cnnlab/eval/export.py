@@ -72,7 +72,7 @@ def check_export_args(fmt: str, out: str | Path) -> Path:
     # The suffix says what a file is: `cnnlab predict` runs a .onnx file in onnxruntime and any other as
     # something else, so an ONNX graph named .pt (or TorchScript named .onnx) would be misread later.
     if out.suffix.lower() not in EXPORT_SUFFIXES[fmt]:
-        raise ConfigError(f"--out {out}: a {fmt} file's name must end in {' or '.join(EXPORT_SUFFIXES[fmt])}")
+        raise ConfigError(f"--out {out}: an export to {fmt} must end in {' or '.join(EXPORT_SUFFIXES[fmt])}")
     check_writable(out.parent if str(out.parent) else Path("."), "--out")
     return out
 
