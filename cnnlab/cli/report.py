@@ -11,8 +11,9 @@ def add_parser(sub):
     p = sub.add_parser("report", help="write a run's self-contained HTML report page",
                        description="One HTML file with every picture embedded (no network, opens from disk, "
                        "readable on a phone): the configuration, the layer table, the training curves, the "
-                       "evaluation on the test split (confusion matrix, hardest classes, most confidently wrong images), "
-                       "the first-layer filters, a Grad-CAM and an occlusion example. It writes only this page.")
+                       "evaluation on the test split (confusion matrix, hardest classes, most confidently wrong "
+                       "images), the first-layer filters, a Grad-CAM and an occlusion example. It writes only this "
+                       "page.")
     p.add_argument("run", metavar="RUN_DIR", type=run_dir, help="a run directory written by `cnnlab train`")
     p.add_argument("--image", type=image_spec, default="test:0", metavar="IMAGE",
                    help="the Grad-CAM and occlusion example: an image file or SPLIT:INDEX (default: test:0)")

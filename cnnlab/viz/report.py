@@ -14,7 +14,6 @@ net has no filters) becomes a note on the page instead of failing the page."""
 from __future__ import annotations
 
 import base64
-import os
 import struct
 import warnings
 from dataclasses import dataclass, field
@@ -252,16 +251,20 @@ def report_html(run, evaluation=None, *, evaluate: Callable | None = None, weigh
 
 
 def check_report_out(path: str | Path) -> Path:
-    """--out FILE for the page: not a directory, its folder creatable and writable (checked before any work)."""
-    from ..runs import check_writable
+    """--out FILE for the page, checked before any work: not a folder, inside a folder that exists (or can be
+    made) and takes a new file. The last is tried with an unnamed temporary file (O_TMPFILE where the system
+    has it), since permission bits alone do not tell (root, read-only mounts, /proc)."""
+    import tempfile
 
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"--out {path}: is a directory; give a file name such as {path / 'report.html'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {path}: cannot write it ({parent} is not writable)")
-    check_writable(parent, "--out")
+    from ..utils.io import check_output_file
+
+    path = check_output_file(path, "--out")
+    if path.parent.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
     return path
 
 
