@@ -299,6 +299,12 @@ def write_report(cfg, evaluation=None, *, evaluate: Callable | None = None) -> P
     if cfg.weights != "final":  # asked for by name: it must exist (the final weights of a run still training
         run.resolve_weights(cfg.weights)  # may not yet; the page then says so)
     check_report_out(cfg.out if cfg.out else report_path(run.path))
+    try:
+        run.resolve_weights(cfg.weights)
+    except CnnlabError:  # not written yet (a run still training): the page says so
+        pass
+    else:
+        run.model(cfg.weights)  # weights that exist must load: a damaged file is one line, not a note on the page
     dataset = None
     if IMAGE_SPEC.fullmatch(cfg.image) and not Path(cfg.image).is_file():
         try:
