@@ -113,6 +113,23 @@ def pre(**values):
     return lambda meta: meta["preprocess"].update(values)
 
 
+def onnx_reading_outside(d: Path) -> None:
+    """An ONNX graph whose weight is "external data" at ../../etc/hostname: a file outside the model's folder."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    for key, value in (("location", "../../../etc/hostname"), ("offset", "0"), ("length", "16")):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", io[:1], io[1:], [weight])
+    (d / "sub").mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(d / "sub" / "x.onnx"))
+
+
 def features_file(change=None):
     """A well-formed features .npz (the format `cnnlab features` writes); `change(arrays)` damages it."""
     def make(d: Path) -> None:
@@ -218,6 +235,8 @@ PREDICT_CASES = [
     # (fixed: the process was killed for memory)
     Case("predict-onnx-metadata-claims-a-huge-image", ("predict", "{d}/model.onnx", IMG),
          ("says 1x100000x100000 images",), onnx_sidecar(pre(image_size=[100000, 100000]))),
+    Case("predict-onnx-external-data-outside-its-folder", ("predict", "{d}/sub/x.onnx", IMG),
+         ("x.onnx: not a loadable ONNX model", "escapes model directory"), onnx_reading_outside),
     Case("predict-weights-kind-for-an-onnx-file", ("predict", "{d}/model.onnx", IMG, "--weights", "best"),
          ("--weights chooses a run directory's weights",)),
     Case("predict-run-weights-of-another-model", ("predict", RUN, IMG), ("weights of another model",),
@@ -417,3 +436,9 @@ def test_the_fixture_run_is_usable_so_the_cases_test_their_damage(tmp_path, fini
         assert proc.returncode == 0, (argv, proc.stderr)
     onnx_sidecar(lambda meta: None)(d)  # the sidecar alone, unchanged, is enough
     assert cnnlab("predict", d / "model.onnx", d / "digit.png", cwd=d).returncode == 0
+
+
+def test_a_storage_password_is_never_echoed(tmp_path, finished_root):
+    case = Case("sweep-storage-with-password", SW + ("--storage", "postgresql://me:s3cret@127.0.0.1:1/db"),
+                ("cannot open the study storage",), sweep_file("study: s\ntrials: 2\n" + GOOD_SPACE))
+    assert "s3cret" not in run_copied_case(case, tmp_path, finished_root)
