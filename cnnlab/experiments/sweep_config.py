@@ -53,7 +53,8 @@ class Param:
         """How many values a grid search tries (counted, not listed: a tiny step would list billions)."""
         if self.kind == "categorical":
             return len(self.choices)
-        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        steps = (self.high - self.low) / self.step  # inf for a denormal step, which int() refuses: capped
+        return int(math.floor(min(steps, 1e30) + 1e-9)) + 1
 
     def grid(self) -> list:
         """The values a grid search tries."""
