@@ -112,6 +112,16 @@ def check_writable(out: str | Path, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path}: cannot be created, {probe} is a file")
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {path}: cannot be written ({probe} is not writable)")
+    if probe.is_dir():
+        # os.access answers from permission bits, which root passes: a read-only mount or a folder such as
+        # /proc is found only by trying. The probe file has no name (O_TMPFILE) or is removed at once.
+        import tempfile
+
+        try:
+            with tempfile.TemporaryFile(dir=probe):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{option} {path}: cannot be written ({probe}: {exc.strerror or exc})") from None
 
 
 @contextlib.contextmanager

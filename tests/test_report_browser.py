@@ -1,6 +1,6 @@
 """The report page in a real headless Chromium (tests/browser.py): from a file:// URL with no console error and
-no network request, every image decoded, a non-blank screenshot, and a phone-sized screen without sideways
-scrolling of the page."""
+no network request, every image decoded (the evaluation's confusion matrix and wrong-image thumbnails included),
+a non-blank screenshot, and a phone-sized screen without sideways scrolling of the page."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ import pytest
 from browser import browser_fixture
 from PIL import Image
 
-from test_report import _evaluation
-
 browser = browser_fixture()
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory) -> Path:
+    """The page as `cnnlab train` and `cnnlab report` make it: with the run's own evaluation on its test split."""
+    from cnnlab.eval import evaluate_run
     from cnnlab.train import train
     from cnnlab.viz.report import build_report
 
     tmp = tmp_path_factory.mktemp("report-browser")
     train(epochs=2, threads=1, quiet=True, limit_per_class=20, out=str(tmp / "run"))
-    return build_report(tmp / "run", evaluation=_evaluation(tmp), out=tmp / "report.html")
+    return build_report(tmp / "run", evaluate=evaluate_run, out=tmp / "report.html")
 
 
 IMAGES = "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.getBoundingClientRect().right])"
@@ -34,8 +34,10 @@ IMAGES = "Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidt
 def test_the_report_loads_offline_and_every_image_decodes(browser, page, tmp_path, viewport):
     browser.open(page, viewport=viewport)
     images = browser.js(f"return {IMAGES};")
-    assert [alt for alt, *_ in images] == ["training curves", "confusion matrix", "first-layer filters",
-                                           "Grad-CAM example", "occlusion example"]
+    alts = [alt for alt, *_ in images]
+    thumbs = [a for a in alts if a.startswith("test image ")]  # the most confidently wrong test images
+    assert thumbs and alts == ["training curves", "confusion matrix", *thumbs, "first-layer filters",
+                               "Grad-CAM example", "occlusion example"]
     assert all(complete and width > 0 for _, complete, width, _ in images), images
     # Each picture decodes to real pixels (drawn to a canvas: a truncated PNG paints nothing below its header).
     spread = browser.js("""return Array.from(document.images).map(img => {
@@ -50,6 +52,11 @@ def test_the_report_loads_offline_and_every_image_decodes(browser, page, tmp_pat
     assert width == viewport[0]
     assert browser.js("return document.documentElement.scrollWidth;") <= width  # no sideways page scroll
     assert all(right <= width for *_, right in images)  # pictures shrink to the screen
+    # thumbnails are shown larger than their 32x32 pixels, several to a row even on a phone
+    boxes = browser.js("return Array.from(document.querySelectorAll('#confident-wrong img')).map("
+                       "i => [i.naturalWidth, i.getBoundingClientRect().width, i.getBoundingClientRect().top]);")
+    assert len(boxes) == len(thumbs) and all(shown > 2 * natural for natural, shown, _ in boxes), boxes
+    assert len(boxes) < 3 or boxes[0][2] == boxes[2][2], boxes  # the first three share a row
     shot = np.asarray(Image.open(io.BytesIO(browser.screenshot(tmp_path / "shot.png").read_bytes())).convert("L"))
     assert shot.std() > 20 and len(np.unique(shot)) > 16  # text and pictures, not a blank screen
     assert browser.console_errors() == []

@@ -24,7 +24,7 @@ def add_parser(sub):
 
 def _parse(args):
     from ..errors import ConfigError
-    from ..transfer.probe import CLASSIFIERS, DEFAULT_CS
+    from ..transfer.probe import CLASSIFIERS, DEFAULT_CS, check_cs
 
     classifiers = [c.strip() for c in args.classifier.split(",") if c.strip()]
     bad = [c for c in classifiers if c not in CLASSIFIERS]
@@ -36,6 +36,7 @@ def _parse(args):
             cs = tuple(float(v) for v in args.cs.split(","))
         except ValueError:
             raise ConfigError(f"--C {args.cs}: expected comma-separated numbers") from None
+        cs = tuple(check_cs(cs))  # checked when parsed, before any file is read
     if args.cv < 2:
         raise ConfigError(f"--cv must be at least 2, got {args.cv}")
     return classifiers, cs

@@ -1,6 +1,6 @@
-"""`cnnlab report RUN_DIR`: the run's self-contained HTML page (configuration, layers, curves, evaluation,
-filters, Grad-CAM and occlusion), written to RUN_DIR/report.html. `cnnlab train` writes it at the end of
-every run unless --no-report."""
+"""`cnnlab report RUN_DIR`: the run's self-contained HTML page (configuration, layers, curves, the evaluation on
+the test split, filters, Grad-CAM and occlusion), written to RUN_DIR/report.html and nothing else. `cnnlab train`
+writes it at the end of every run unless --no-report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ def add_parser(sub):
     p = sub.add_parser("report", help="write a run's self-contained HTML report page",
                        description="One HTML file with every picture embedded (no network, opens from disk, "
                        "readable on a phone): the configuration, the layer table, the training curves, the "
-                       "evaluation, the first-layer filters, a Grad-CAM and an occlusion example.")
+                       "evaluation on the test split (confusion matrix, hardest classes, most confidently wrong "
+                       "images), the first-layer filters, a Grad-CAM and an occlusion example. It writes only this "
+                       "page.")
     p.add_argument("run", metavar="RUN_DIR", type=run_dir, help="a run directory written by `cnnlab train`")
     p.add_argument("--image", type=image_spec, default="test:0", metavar="IMAGE",
                    help="the Grad-CAM and occlusion example: an image file or SPLIT:INDEX (default: test:0)")
@@ -23,9 +25,10 @@ def add_parser(sub):
 
 
 def _run(args) -> int:
+    from ..eval.report import evaluate_run
     from ..viz.config import ReportConfig
     from ..viz.report import write_report
 
-    path = write_report(ReportConfig(args.run, args.image, args.weights, args.out))
+    path = write_report(ReportConfig(args.run, args.image, args.weights, args.out), evaluate=evaluate_run)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): open it in a web browser", flush=True)
     return 0

@@ -112,8 +112,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _write_report(run_dir) -> None:
-    """RUN_DIR/report.html (cnnlab.viz.report), written by the main process only; a report that cannot be
-    written is a note, not a failed run."""
+    """RUN_DIR/report.html (cnnlab.viz.report, with the evaluation of cnnlab.eval on the test split), written by
+    the main process only; a report that cannot be written is a note, not a failed run."""
     import warnings
 
     from ..errors import CnnlabError, CnnlabWarning
@@ -121,10 +121,11 @@ def _write_report(run_dir) -> None:
 
     if run_dir is None or not env_info().is_main:
         return
+    from ..eval.report import evaluate_run
     from ..viz.report import build_report
 
     try:
-        path = build_report(run_dir)
+        path = build_report(run_dir, evaluate=evaluate_run)
     except CnnlabError as exc:
         warnings.warn(f"report not written: {exc}", CnnlabWarning)
         return

@@ -22,13 +22,21 @@ IMAGE_HELP = ("an image file (decoded, resized and padded as the run's data was;
 LAYER_HELP = "a stage name (stem, stage1, …) or a module path such as features.3 (see `cnnlab summary RUN_DIR`)"
 
 
+MAX_COUNT = 1_000_000  # units, patches, filters, steps, batch sizes: far above any picture's need
+
+
 def positive_int(text: str) -> int:
+    """A count in [1, MAX_COUNT]; an absurd one is refused when parsed (and not echoed back in full)."""
+    from ..utils.limits import short_int, short_text
+
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {short_text(repr(text), 40)}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {short_int(value)}")
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to {MAX_COUNT:,}, got {short_int(value)}")
     return value
 
 

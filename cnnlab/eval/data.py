@@ -72,17 +72,18 @@ def is_own_data(run: Run, data: str | None) -> bool:
     return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
-def load_eval_data(run: Run, data: str | None = None, split: str | None = None) -> EvalData:
+def load_eval_data(run: Run, data: str | None = None, split: str | None = None, dataset=None) -> EvalData:
     """The evaluation images: `split` (default test) of the run's data, or of `data` when given.
 
     Other data is decoded at the run's input size, channels and resize policy, padded as in training,
     and its classes are matched to the run's by name: images of classes the run does not know are
     skipped, and the run's classes without images are named in the notes. Data without a test split of
-    its own (a flat image folder, an .npz without x_test) is evaluated whole (split "all")."""
+    its own (a flat image folder, an .npz without x_test) is evaluated whole (split "all"). `dataset`: the
+    run's own dataset already loaded (run.dataset()), used instead of reading it again for the run's data."""
     check_split(split)
     own = is_own_data(run, data)
     if own:
-        dataset = run.dataset()
+        dataset = run.dataset() if dataset is None else dataset
         split = split or "test"
         chosen = _pick(dataset, split)
         label = f"{run.config.data}, {split} split" if split != "all" else f"{run.config.data}, all splits"

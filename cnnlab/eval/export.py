@@ -23,6 +23,8 @@ from ..runs import Run, check_writable
 from ..utils.io import atomic_path, save_safetensors_atomic, write_json_atomic
 
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
+EXPORT_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript"),
+                   "safetensors": (".safetensors",)}
 PARITY_TOLERANCE = 1e-4
 METADATA_KEY = "cnnlab"
 SCHEMA_VERSION = 1
@@ -67,6 +69,10 @@ def check_export_args(fmt: str, out: str | Path) -> Path:
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a directory; give a file name")
+    # The suffix says what a file is: `cnnlab predict` runs a .onnx file in onnxruntime and any other as
+    # something else, so an ONNX graph named .pt (or TorchScript named .onnx) would be misread later.
+    if out.suffix.lower() not in EXPORT_SUFFIXES[fmt]:
+        raise ConfigError(f"--out {out}: an export to {fmt} must end in {' or '.join(EXPORT_SUFFIXES[fmt])}")
     check_writable(out.parent if str(out.parent) else Path("."), "--out")
     return out
 

@@ -27,7 +27,21 @@ def _save(fig, out: Path) -> Path:
     return out
 
 
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes, drawn in memory (for pages that embed it rather than a file)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
 def confusion_png(cm: np.ndarray, classes: list[str], out: Path, title: str = "") -> Path:
+    """confusion_figure written to `out` (atomically)."""
+    return _save(confusion_figure(cm, classes, title), out)
+
+
+def confusion_figure(cm: np.ndarray, classes: list[str], title: str = ""):
     """Rows = true class, columns = predicted; each cell coloured by the share of its row (so rare classes
     read as clearly as common ones) and, up to 30 classes, labelled with its count."""
     k = len(classes)
@@ -51,7 +65,7 @@ def confusion_png(cm: np.ndarray, classes: list[str], out: Path, title: str = ""
                             color="white" if share[i, j] > 0.5 else "black")
     ax.set_title(title or "confusion matrix", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out)
+    return fig
 
 
 def wrong_grid_png(images: np.ndarray, rows: list[dict], out: Path, title: str = "") -> Path:
@@ -79,6 +93,11 @@ def wrong_grid_png(images: np.ndarray, rows: list[dict], out: Path, title: str =
 
 
 def reliability_png(bins: list[dict], ece: float, out: Path, title: str = "") -> Path:
+    """reliability_figure written to `out` (atomically)."""
+    return _save(reliability_figure(bins, ece, title), out)
+
+
+def reliability_figure(bins: list[dict], ece: float, title: str = ""):
     """Accuracy per confidence bin against the diagonal of perfect calibration, the gap shaded, with the
     share of samples per bin below."""
     fig = _figure(5.0, 6.0)
@@ -104,4 +123,4 @@ def reliability_png(bins: list[dict], ece: float, out: Path, title: str = "") ->
     hist.bar(lo, [b["count"] / total for b in bins], width=width, align="edge", color="grey", edgecolor="black")
     hist.set_xlabel("confidence (top-1 probability)")
     hist.set_ylabel("share")
-    return _save(fig, out)
+    return fig

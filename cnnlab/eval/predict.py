@@ -140,6 +140,12 @@ def predict_images(source, images: list[str | Path], *, topk: int = 5, tta: str 
         pre, classes, label = run.preprocess.to_dict(), run.classes, str(run.path)
     notes: list[str] = []
     k = check_topk(topk, len(classes), notes)
+    if onnx:  # a graph with dynamic height/width takes the metadata's size: bounded by the machine
+        from ..utils.limits import check_memory, short_int
+
+        h, w = pre["image_size"]
+        check_memory(len(files) * pre["channels"] * h * w * 5, f"{len(files)} images at {pre['channels']}x"
+                     f"{short_int(h)}x{short_int(w)} ({source} metadata)")
     pixels, load_notes = load_images(files, pre)
     notes = load_notes + notes
     per_batch = max(1, batch_size // num_views(tta))
@@ -189,7 +195,51 @@ def _onnx_session(path: Path):
         raise ConfigError(f"{path}: unreadable cnnlab metadata ({type(exc).__name__})") from None
     if not isinstance(meta, dict) or not {"classes", "preprocess"} <= set(meta):
         raise ConfigError(f"{path}: the cnnlab metadata lacks classes/preprocess")
+    _check_onnx_meta(path, session, meta)
     return session, meta
+
+
+def _check_onnx_meta(path: Path, session, meta: dict) -> None:
+    """The metadata (embedded, or a sidecar that may belong to another export) must be well-formed and fit
+    the graph: its classes the output width, its channels and image size the input. Checked before any image
+    is decoded, so that a mismatch is one line naming the file rather than an onnxruntime error, a wrong
+    class index or an allocation of the metadata's claimed size."""
+    import math
+
+    from ..data.folder import RESIZE_POLICIES
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{path}: the cnnlab metadata {what}; export the run again with `cnnlab export`")
+
+    classes, pre = meta["classes"], meta["preprocess"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise bad("'classes' is not a list of class names")
+    if not isinstance(pre, dict) or not {"image_size", "channels", "resize", "mean", "std"} <= set(pre):
+        raise bad("'preprocess' lacks image_size, channels, resize, mean or std")
+    channels, size, pad = pre["channels"], pre["image_size"], pre.get("pad", 0)
+    ints = (channels, pad, *(size if isinstance(size, list) else []))
+    if not all(type(v) is int for v in ints) or not isinstance(size, list) or len(size) != 2:
+        raise bad("has a malformed channels, pad or image_size")
+    if channels not in (1, 3) or pad < 0 or min(size) <= 2 * pad or pre["resize"] not in RESIZE_POLICIES:
+        raise bad(f"has channels {channels}, image_size {size[0]}x{size[1]}, pad {pad}, resize "
+                  f"{str(pre['resize'])[:20]!r} (expected 1 or 3 channels, a size above twice the pad, "
+                  f"{' or '.join(RESIZE_POLICIES)})")
+    stats = [pre["mean"], pre["std"]]
+    if not all(isinstance(s, list) and len(s) == channels and all(type(v) in (int, float) and math.isfinite(v)
+                                                                  for v in s) for s in stats) \
+            or min(pre["std"]) <= 0:
+        raise bad(f"has a mean or std that is not {channels} finite number(s), std above 0")
+    want_in = [channels, *size]
+    got_in = list(session.get_inputs()[0].shape)[1:]
+    got_out = list(session.get_outputs()[0].shape)[-1:]
+    # A static graph dimension (an int; cnnlab exports only the batch axis as dynamic) must agree.
+    if len(got_in) != 3 or any(isinstance(g, int) and g != w for g, w in zip(got_in, want_in)):
+        shown = "x".join(str(g) for g in got_in)
+        raise bad(f"says {'x'.join(map(str, want_in))} images but the model's input is {shown} (metadata of "
+                  f"another model?)")
+    if got_out and isinstance(got_out[0], int) and got_out[0] != len(classes):
+        raise bad(f"names {len(classes)} classes but the model has {got_out[0]} outputs (metadata of another "
+                  f"model?)")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -49,6 +49,20 @@ class EvalReport:
     tta: str | None = None
     top5_k: int = 5                 # top-k actually measured for `top5` (capped at the class count)
     reliability: list[dict] = field(default_factory=list)  # {"lo", "hi", "count", "accuracy", "confidence"}
+    # the images of confident_wrong, uint8 (N, C, H, W) in the same order (not part of to_dict)
+    wrong_images: "np.ndarray | None" = field(default=None, repr=False, compare=False)
+
+    def figure_png(self, kind: str) -> bytes:
+        """One of the evaluation's figures drawn in memory as PNG bytes: "confusion" (the confusion matrix)
+        or "reliability" (the reliability diagram), titled as `write_files` titles them."""
+        from .plots import confusion_figure, png_bytes, reliability_figure
+
+        title = _title(self)
+        if kind == "confusion":
+            return png_bytes(confusion_figure(self.confusion, self.classes, f"confusion matrix: {title}"))
+        if kind == "reliability":
+            return png_bytes(reliability_figure(self.reliability, self.ece, f"reliability: {title}"))
+        raise ValueError(f"figure_png: unknown kind {kind!r} (expected confusion or reliability)")
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (schema_version 1)."""
@@ -65,13 +79,14 @@ class EvalReport:
 
 def evaluate_run(run: Run | str | Path, *, split: str = "test", weights: str = "final", data: str | None = None,
                  tta: str | None = None, ensemble: list[Run | str] | None = None, out_dir: Path | None = None,
-                 device: str = "cpu") -> EvalReport:
+                 device: str = "cpu", dataset=None) -> EvalReport:
     """Evaluate `run`'s `weights` (final | best | raw | ema | snapshot:K | snapshots = all snapshots
     averaged) on `split` (train | val | test | all) of its own data or of `data`, with test-time
     augmentation `tta` (flip | 5crop | 10crop | multiscale) and the runs of `ensemble` averaged in.
     Everything the user gave is checked before any model runs. With `out_dir`, the confusion matrix (CSV
     and PNG), the most confidently wrong images, the reliability diagram and report.json are written
-    there (atomically)."""
+    there (atomically). `dataset`: the run's own dataset when the caller has already loaded it (run.dataset()),
+    so that it is not read twice."""
     import torch
 
     from ..runs import check_writable
@@ -93,7 +108,7 @@ def evaluate_run(run: Run | str | Path, *, split: str = "test", weights: str = "
         check_writable(out_dir, "--out")
     # A caller who leaves split at its default on other data gets that data's natural split.
     data_split = None if (not is_own_data(run, data) and split == "test") else split_arg
-    evaluation = load_eval_data(run, data, data_split)
+    evaluation = load_eval_data(run, data, data_split, dataset=dataset)
     if len(evaluation.split) == 0:
         raise ConfigError(f"{evaluation.source}: no images to evaluate")
     members = load_members(specs, device)
@@ -121,10 +136,11 @@ def evaluate_run(run: Run | str | Path, *, split: str = "test", weights: str = "
         source=evaluation.source, split=evaluation.split_name, weights=weights, tta=tta, top5_k=top5_k,
         reliability=bins,
         members=[{"name": m.name, "top1": float((p == labels).double().mean())}
-                 for m, p in zip(members, member_preds)] if len(members) > 1 else [])
+                 for m, p in zip(members, member_preds)] if len(members) > 1 else [],
+        wrong_images=evaluation.split.images.index_select(
+            0, torch.tensor([w["row"] for w in wrong], dtype=torch.long)).numpy())
     if out_dir is not None:
-        images = evaluation.split.images.index_select(0, torch.tensor([w["row"] for w in wrong], dtype=torch.long))
-        report.files = write_files(report, images.numpy(), Path(out_dir))
+        report.files = write_files(report, report.wrong_images, Path(out_dir))
     return report
 
 

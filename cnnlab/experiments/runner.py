@@ -30,6 +30,7 @@ from .spec import SCHEMA_VERSION, CellResult, Experiment, ExperimentResult, RunR
 from .table import render_table
 
 PLAN_FILE = "experiment.json"
+MAX_JOBS_PER_CORE = 4  # --jobs above this many per core is refused (one process per training)
 
 
 class ExperimentInterrupted(KeyboardInterrupt):
@@ -150,6 +151,12 @@ def run_experiment(name: str, *, data: str | None = None, quick: bool = False, s
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"--jobs must be a positive integer, got {jobs!r}")
+    cores = os.cpu_count() or 1
+    if jobs > MAX_JOBS_PER_CORE * cores:  # each job is a process holding torch and its data: memory, not just CPU
+        from ..utils.limits import short_int
+
+        raise ConfigError(f"--jobs {short_int(jobs)}: more than {MAX_JOBS_PER_CORE} trainings per CPU core at a time "
+                          f"(this machine has {cores})")
     root = Path(root)
     check_writable(root, "--root")
     directory = Path(out) if out else root / "experiments" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -34,6 +34,7 @@ from ..errors import ConfigError
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("median", "none")
+MAX_GRID_POINTS = 100_000  # far beyond any grid a sweep finishes
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,18 @@ class Param:
     log: bool = False
     step: float | None = None
 
+    def grid_count(self) -> int:
+        """How many values a grid search tries (counted, not listed: a tiny step would list billions)."""
+        if self.kind == "categorical":
+            return len(self.choices)
+        steps = (self.high - self.low) / self.step  # inf for a denormal step, which int() refuses: capped
+        return int(math.floor(min(steps, 1e30) + 1e-9)) + 1
+
     def grid(self) -> list:
         """The values a grid search tries."""
         if self.kind == "categorical":
             return list(self.choices)
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        n = self.grid_count()
         values = [self.low + i * self.step for i in range(n)]
         return [int(round(v)) for v in values] if self.kind == "int" else [round(v, 12) for v in values]
 
@@ -82,7 +90,7 @@ class SweepConfig:
     def grid_size(self) -> int:
         size = 1
         for p in self.params:
-            size *= len(p.grid())
+            size *= p.grid_count()
         return size
 
     @property
@@ -145,18 +153,25 @@ class SweepConfig:
             for p in params:
                 if p.kind != "categorical" and p.step is None:
                     raise ConfigError(f"{src}: space.{p.name}: a grid needs a list of values or a range with step")
+            size = self.grid_size()
+            if size > MAX_GRID_POINTS:  # refused before the study is created (its lists would fill memory)
+                from ..utils.limits import short_int
+
+                counts = ", ".join(f"{p.name} {short_int(p.grid_count())}" for p in params)
+                raise ConfigError(f"{src}: the grid has {short_int(size)} points ({counts} values); at most "
+                                  f"{MAX_GRID_POINTS:,}: use a larger step or the random/tpe sampler")
         self._check_extremes(params)
         return self
 
     def _check_extremes(self, params: list[Param]) -> None:
         """Every choice and both ends of every range make a valid training config (fail now, not in trial 5)."""
+        self.trial_config({})  # the fixed options first: their error is not blamed on a searched one
         for p in params:
             for value in (p.choices if p.kind == "categorical" else (p.low, p.high)):
                 try:
                     self.trial_config({p.name: value})
                 except ConfigError as exc:
                     raise ConfigError(f"{self.source}: space.{p.name} = {value!r}: {exc}") from None
-        self.trial_config({})
 
 
 def parse_param(name: str, spec: Any, source: str) -> Param:
@@ -191,6 +206,8 @@ def parse_param(name: str, spec: Any, source: str) -> Param:
     numbers = [v for v in (low, high, step) if v is not None]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
         raise ConfigError(f"{where}: low, high and step must be numbers")
+    if not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"{where}: low, high and step must be finite numbers, got {low}, {high}, {step}")
     if declared is not None and not declared.startswith(("int", "float")):
         raise ConfigError(f"{where}: {name} is not numeric; give a list of values")
     is_int = declared.startswith("int") if declared else all(isinstance(v, int) for v in numbers)

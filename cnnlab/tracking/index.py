@@ -132,6 +132,13 @@ class RunIndex:
             self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            if not create and self._schema_version() is None:
+                # Reading commands never initialise a file: an empty (truncated) one or another program's
+                # database is refused as it is, not given cnnlab's tables.
+                self.close()
+                what = "an empty file" if self.path.stat().st_size == 0 else "a database without cnnlab's tables"
+                raise ConfigError(f"{self.path}: not a runs index ({what}); `cnnlab runs import {self.root}` "
+                                  f"rebuilds an index from the run directories (move this file aside first)")
             self._setup()
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -274,6 +281,8 @@ class RunIndex:
     # --- runs: reading -----------------------------------------------------------------------------------
     def run(self, ref: str) -> dict:
         """The row of a run by id, unique id prefix or directory path; ConfigError naming `ref` otherwise."""
+        if not ref.strip():  # an empty prefix would match every run (and show the first)
+            raise ConfigError("run '': give a run id, a unique prefix of one, or a run directory")
         row = self.conn.execute("SELECT * FROM cnnlab_runs WHERE run_id = ?", (ref,)).fetchone()
         if row is None and ("/" in ref or Path(ref).exists()):
             row = self.conn.execute("SELECT * FROM cnnlab_runs WHERE path = ?", (str(Path(ref).resolve()),)).fetchone()

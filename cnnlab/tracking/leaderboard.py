@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,15 @@ def parse_filter(text: str) -> tuple[str, str, Any]:
                           f"(e.g. model=lenet5, val_accuracy>0.9, lr<=0.01)")
     key, op, raw = m.groups()
     column = resolve_column(key, option="--where")
-    return column, op, _value(raw, numeric=column in NUMERIC_FIELDS or column.startswith("config."))
+    if raw and raw[0] in "=!<>~":  # 'lr<<0.1', 'lr=>0.1': an operator mistyped, not a value
+        raise ConfigError(f"--where {text!r}: the value {raw!r} starts with an operator; OP is one of "
+                          f"{' '.join(FILTER_OPS)}")
+    value = _value(raw, numeric=column in NUMERIC_FIELDS or column.startswith("config."))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"--where {text!r}: compare with a finite number, not {raw}")
+    if column in NUMERIC_FIELDS and op != "~" and isinstance(value, str):
+        raise ConfigError(f"--where {text!r}: {column} is a number; {raw!r} is not one")
+    return column, op, value
 
 
 def resolve_column(key: str, option: str = "--sort") -> str:

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import CnnlabWarning, ConfigError
 from ..transfer import catalogue
-from ..transfer.freeze import StageFreezer, resolve_lr_mult
+from ..transfer.freeze import StageFreezer, resolve_freeze, resolve_lr_mult
 from ..transfer.weights import InitWeights, load_into, read_init
 from .config import TrainConfig
 
@@ -93,6 +93,13 @@ def prepare_model(model: nn.Module, cfg: TrainConfig, dataset, init: InitWeights
     """Load `init` into the freshly built `model`, check --lr-mult and apply --freeze (as at epoch 0).
     Returns what was done, for result.json ({"init": …, "freeze": …}); notes go through warnings."""
     info: dict = {}
+    stage_names = tuple(getattr(model, "stage_names", ()))
+    # The stage names are checked before the weights are loaded, so that a refusal is the only line shown
+    # (not after a "loaded N of N tensors" note).
+    if cfg.lr_mult:
+        resolve_lr_mult(cfg.lr_mult, stage_names, repr(cfg.model))
+    if cfg.freeze:
+        resolve_freeze(cfg.freeze, stage_names, repr(cfg.model))
     if init is not None:
         reset = ""
         if init.classes is not None and list(init.classes) != list(dataset.classes):
@@ -102,9 +109,6 @@ def prepare_model(model: nn.Module, cfg: TrainConfig, dataset, init: InitWeights
         info["init"] = {**report.summary(), "file": str(init.path)}
         if notes:
             _note(report.message())
-    stage_names = tuple(getattr(model, "stage_names", ()))
-    if cfg.lr_mult:
-        resolve_lr_mult(cfg.lr_mult, stage_names, repr(cfg.model))
     if cfg.freeze:
         freezer = StageFreezer(model, cfg.freeze, cfg.bn, cfg.unfreeze_every, repr(cfg.model))
         freezer.set_epoch(0)

@@ -207,12 +207,17 @@ def extract_features(source: str, layer: str = "pre-logits", data: str | None = 
         raise ConfigError(f"--pool {pool!r}: expected one of {', '.join(POOLS)}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    if limit_per_class is not None and limit_per_class < 1:  # (a run's config is not re-validated below)
+        raise ConfigError(f"--limit-per-class must be a positive integer, got {limit_per_class}")
     if out is not None:
         out = Path(out)
         if out.suffix != ".npz":
             raise ConfigError(f"--out {out}: expected a .npz file name")
         if out.is_dir():
             raise ConfigError(f"--out {out}: is a directory")
+        from ..runs import check_writable
+
+        check_writable(out.parent if str(out.parent) else Path("."), "--out")  # before any work, not after it
     start = time.perf_counter()
     model, dataset, mean, std, ident, notes = _prepare(source, data, weights=weights, init=init,
                                                        image_size=image_size, channels=channels,
@@ -277,7 +282,10 @@ def load_features(path: str | Path) -> FeatureSet:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as exc:  # zip errors, truncated files, pickled object arrays: all unreadable here
-        raise DataError(f"{path}: not a readable features .npz ({type(exc).__name__})") from None
+        from ..utils.limits import short_text
+
+        raise DataError(f"{path}: not a readable features .npz ({type(exc).__name__}: {short_text(exc, 90)})") \
+            from None
     try:
         meta = json.loads(str(arrays["meta"]))
     except (KeyError, ValueError):
@@ -295,6 +303,10 @@ def load_features(path: str | Path) -> FeatureSet:
             raise DataError(f"{path}: x_{split}/y_{split} missing or of mismatched lengths")
         if not np.issubdtype(xs.dtype, np.floating) or not np.issubdtype(ys.dtype, np.integer):
             raise DataError(f"{path}: x_{split} must hold floats and y_{split} integer labels")
+        if not np.isfinite(xs).all():
+            raise DataError(f"{path}: x_{split} holds NaN or infinite values")
+        if len(ys) and ys.min() < 0:
+            raise DataError(f"{path}: y_{split} holds a negative label ({int(ys.min())})")
         x[split], y[split] = xs.astype(np.float32, copy=False), ys.astype(np.int64, copy=False)
     classes = [str(c) for c in arrays.get("classes", np.array([], dtype=str)).tolist()]
     top = max((int(v.max()) for v in y.values() if len(v)), default=-1)

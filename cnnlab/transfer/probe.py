@@ -65,6 +65,17 @@ def make_pipeline(classifier: str, seed: int = 0):
     return Pipeline([("scale", StandardScaler()), ("clf", clf)])
 
 
+def check_cs(Cs) -> list[float]:
+    """The candidate C values as floats: at least one, each positive and finite (C = inf would silently turn
+    the regularisation off)."""
+    import math
+
+    Cs = [float(c) for c in Cs]
+    if not Cs or any(not (c > 0 and math.isfinite(c)) for c in Cs):
+        raise ConfigError(f"--C: values must be positive finite numbers, got {', '.join(f'{c:g}' for c in Cs)}")
+    return Cs
+
+
 def fit_probe(features: FeatureSet | str | Path, classifier: str = "logreg", *, Cs=DEFAULT_CS, cv: int = 5,
               seed: int = 0, fit_on: str = "train") -> ProbeResult:
     """Fit a linear probe on `features` (a FeatureSet or a features .npz) and score it.
@@ -78,9 +89,7 @@ def fit_probe(features: FeatureSet | str | Path, classifier: str = "logreg", *, 
     fs = features if isinstance(features, FeatureSet) else load_features(features)
     if fit_on not in ("train", "train+val"):
         raise ConfigError(f"--fit-on {fit_on!r}: expected train or train+val")
-    Cs = [float(c) for c in Cs]
-    if not Cs or any(not c > 0 for c in Cs):
-        raise ConfigError(f"--C: values must be positive, got {Cs}")
+    Cs = check_cs(Cs)
     x, y = fs.x["train"], fs.y["train"]
     if fit_on == "train+val":
         x, y = np.concatenate([x, fs.x["val"]]), np.concatenate([y, fs.y["val"]])

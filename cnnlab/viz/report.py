@@ -1,8 +1,12 @@
 """The run report: one self-contained HTML page (every picture embedded as a base64 PNG, inline CSS, no
 script fetched, nothing on the network) rendered from a Jinja2 template shipped with the package. It holds
-the configuration, the layer table from the analysis, the training curves, the evaluation (when one is
-given: `evaluation` is an object with EvalReport's fields, see `evaluation_section`), the first-layer
-filters and a Grad-CAM and an occlusion example.
+the configuration, the layer table from the analysis, the training curves, the evaluation on the run's test
+split (cnnlab.viz.report_eval: scores, hardest classes, confusion matrix, most confidently wrong images), the
+first-layer filters and a Grad-CAM and an occlusion example.
+
+The viz package does not import the evaluation package (they sit side by side): the caller passes
+`evaluate=cnnlab.eval.evaluate_run` (called here, so that its failure becomes a note on the page), or an
+`evaluation` it already has. The page is the only file written: no RUN/eval/ files (`cnnlab eval` writes those).
 
 Each part is drawn on its own: a part that cannot be drawn for this run (no weights yet, a fully connected
 net has no filters) becomes a note on the page instead of failing the page."""
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CnnlabError, CnnlabWarning, ConfigError
+from .config import IMAGE_SPEC
 
 TEMPLATE = "report.html.j2"
 REPORT_SCHEMA_VERSION = 1  # of the page's sections (what the template receives)
@@ -153,77 +158,6 @@ def curves_section(run) -> dict:
                                         "(training dashed, validation solid).", f"cnnlab viz curves {run.path}")]}
 
 
-def _field(obj, name: str, default=None):
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
-
-
-def _class_item(item) -> str:
-    """A hardest/easiest entry: a per-class dict, a class name, or a (name, value) pair."""
-    if isinstance(item, dict):
-        name = item.get("class", "?")
-        parts = [f"{k} {item[k]:.3f}" for k in ("accuracy", "recall", "f1") if isinstance(item.get(k), (int, float))]
-        return f"{name} ({', '.join(parts)})" if parts else str(name)
-    if isinstance(item, (tuple, list)):
-        return " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in item)
-    return str(item)
-
-
-def _number(v, fmt: str = "{:.4f}") -> str:
-    return fmt.format(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "—"
-
-
-def evaluation_section(evaluation) -> dict:
-    """The evaluation part from an object with EvalReport's fields (cnnlab.eval.report.evaluate_run): top1,
-    top5, loss, count, classes, per_class, easiest, hardest, confusion (rows = true class), confident_wrong,
-    ece, members, notes, files {"confusion_png", "wrong_png", "reliability_png", "confusion_csv"}."""
-    import numpy as np
-
-    classes = [str(c) for c in (_field(evaluation, "classes") or [])]
-    headline = [("top-1 accuracy", _number(_field(evaluation, "top1"))),
-                ("top-5 accuracy", _number(_field(evaluation, "top5"))),
-                ("cross-entropy loss", _number(_field(evaluation, "loss"))),
-                ("images", _number(_field(evaluation, "count"), "{:,}")),
-                ("expected calibration error", _number(_field(evaluation, "ece")))]
-    per_class = []
-    for row in _field(evaluation, "per_class") or []:
-        per_class.append({"class": str(_field(row, "class", "?")),
-                          **{k: _number(_field(row, k), "{:.3f}") for k in ("accuracy", "precision", "recall", "f1")},
-                          "support": _number(_field(row, "support"), "{:,}")})
-    confusion = _field(evaluation, "confusion")
-    matrix = None
-    if confusion is not None:
-        arr = np.asarray(confusion)
-        if arr.ndim == 2 and arr.shape[0] == arr.shape[1] and arr.shape[0] <= 20:
-            names = classes if len(classes) == arr.shape[0] else [str(i) for i in range(arr.shape[0])]
-            top = float(arr.max()) if arr.size else 0.0
-            matrix = {"classes": names, "rows": [
-                [{"value": _count(v), "shade": round(float(v) / top, 3) if top else 0.0, "diag": i == j}
-                 for j, v in enumerate(row)] for i, row in enumerate(arr)]}
-    wrong = [{"index": str(_field(w, "index", "?")), "true": str(_field(w, "true", "?")),
-              "pred": str(_field(w, "pred", "?")), "prob": _number(_field(w, "prob"), "{:.3f}")}
-             for w in (_field(evaluation, "confident_wrong") or [])]
-    pictures = []
-    files = _field(evaluation, "files") or {}
-    for key, alt, caption in (("confusion_png", "confusion matrix", "Confusion matrix (rows: true class)."),
-                              ("wrong_png", "most confidently wrong images", "The most confidently wrong images."),
-                              ("reliability_png", "reliability diagram", "Reliability: confidence against accuracy.")):
-        path = files.get(key) if isinstance(files, dict) else None
-        if path is not None and Path(path).is_file():
-            pictures.append(picture(Path(path).read_bytes(), alt, caption))
-    members = _field(evaluation, "members")
-    return {"headline": headline, "per_class": per_class, "hardest": [_class_item(x) for x in
-                                                                      _field(evaluation, "hardest") or []],
-            "easiest": [_class_item(x) for x in _field(evaluation, "easiest") or []], "matrix": matrix,
-            "wrong": wrong, "pictures": pictures,
-            "members": [str(m) for m in members] if isinstance(members, (list, tuple)) else [],
-            "notes": [str(n) for n in _field(evaluation, "notes") or []]}
-
-
-def _count(v) -> str:
-    f = float(v)
-    return str(int(f)) if f.is_integer() else f"{f:.3g}"
-
-
 def filters_section(run, model) -> dict:
     from .filters import draw_filters, filter_grid
 
@@ -271,32 +205,42 @@ def example_section(run, model, image_spec: str, dataset=None) -> dict:
 
 # --- the page ---------------------------------------------------------------------------------------------------
 
-def report_html(run, evaluation=None, *, weights: str = "final", image: str = "test:0", dataset=None) -> str:
-    """The page's HTML for an opened run (see the module docstring)."""
+def report_html(run, evaluation=None, *, evaluate: Callable | None = None, weights: str = "final",
+                image: str = "test:0", dataset=None) -> str:
+    """The page's HTML for an opened run (see the module docstring). `evaluate(run, weights=, dataset=)` →
+    an EvalReport-shaped object (cnnlab.eval.evaluate_run) is called when no `evaluation` is given."""
     import jinja2
 
     from .. import __version__
+    from .report_eval import evaluation_section
+
+    loaded: dict = {}
+
+    def data():  # the run's dataset, read once for the evaluation and the example (a failure: a note each)
+        if "dataset" not in loaded:
+            loaded["dataset"] = run.dataset() if dataset is None else dataset
+        return loaded["dataset"]
+
+    def model():
+        if "model" not in loaded:
+            loaded["model"] = run.model(weights)
+        return loaded["model"]
 
     sections = [_attempt(Section("config", "Configuration"), lambda: config_section(run)),
                 _attempt(Section("layers", "Layers"), lambda: layers_section(run)),
                 _attempt(Section("curves", "Training curves"), lambda: curves_section(run))]
     ev = Section("evaluation", "Evaluation")
-    if evaluation is None:
+    if evaluation is not None:
+        _attempt(ev, lambda: evaluation_section(evaluation))
+    elif evaluate is not None:
+        _attempt(ev, lambda: evaluation_section(evaluate(run, weights=weights, dataset=data())))
+    else:
         ev.notes.append("No evaluation is included on this page (no evaluation was passed to the report "
                         "builder).")
-    else:
-        _attempt(ev, lambda: evaluation_section(evaluation))
     sections.append(ev)
-    model_holder: dict = {}
-
-    def model():
-        if "model" not in model_holder:
-            model_holder["model"] = run.model(weights)
-        return model_holder["model"]
-
     sections.append(_attempt(Section("filters", "First-layer filters"), lambda: filters_section(run, model())))
     sections.append(_attempt(Section("example", "Grad-CAM and occlusion"),
-                             lambda: example_section(run, model(), image, dataset)))
+                             lambda: example_section(run, model(), image, data())))
     env = jinja2.Environment(loader=jinja2.PackageLoader("cnnlab.viz", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     cfg = run.config
@@ -306,18 +250,35 @@ def report_html(run, evaluation=None, *, weights: str = "final", image: str = "t
         schema_version=REPORT_SCHEMA_VERSION)
 
 
-def build_report(run, evaluation=None, *, weights: str = "final", image: str = "test:0", out: str | Path | None = None,
-                 dataset=None) -> Path:
+def check_report_out(path: str | Path) -> Path:
+    """--out FILE for the page, checked before any work: not a folder, inside a folder that exists (or can be
+    made) and takes a new file. The last is tried with an unnamed temporary file (O_TMPFILE where the system
+    has it), since permission bits alone do not tell (root, read-only mounts, /proc)."""
+    import tempfile
+
+    from ..utils.io import check_output_file
+
+    path = check_output_file(path, "--out")
+    if path.parent.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"--out {path}: cannot write it ({exc.strerror or exc})") from None
+    return path
+
+
+def build_report(run, evaluation=None, *, evaluate: Callable | None = None, weights: str = "final",
+                 image: str = "test:0", out: str | Path | None = None, dataset=None) -> Path:
     """Write the report of `run` (a Run or a run directory) to `out` (default RUN/report.html), atomically;
-    returns the path. `evaluation`: an EvalReport-shaped object whose section the page then shows."""
+    returns the path. `evaluation` (an EvalReport-shaped object) or `evaluate` (cnnlab.eval.evaluate_run)
+    fills the evaluation section; with neither, the page says that no evaluation is included."""
     from ..runs import Run, report_path
     from ..utils.io import write_text_atomic
 
     run = run if isinstance(run, Run) else Run.open(run)
-    html = report_html(run, evaluation, weights=weights, image=image, dataset=dataset)
-    path = Path(out) if out else report_path(run.path)
-    if path.is_dir():
-        raise ConfigError(f"--out {path}: is a directory; give a file name such as {path / 'report.html'}")
+    path = check_report_out(out if out else report_path(run.path))
+    html = report_html(run, evaluation, evaluate=evaluate, weights=weights, image=image, dataset=dataset)
     try:
         write_text_atomic(path, html)
     except OSError as exc:
@@ -325,13 +286,32 @@ def build_report(run, evaluation=None, *, weights: str = "final", image: str = "
     return path
 
 
-def write_report(cfg, evaluation=None) -> Path:
-    """`cnnlab report RUN_DIR`: build_report with the command's options (and an evaluation, when the caller
-    has one: the viz package does not import the evaluation package; the CLI passes its result in)."""
-    from ..runs import Run
+def write_report(cfg, evaluation=None, *, evaluate: Callable | None = None) -> Path:
+    """`cnnlab report RUN_DIR`: build_report with the command's options. Everything the user gave is checked
+    first — the image spec and weights kind (cfg.validate), that the weights exist, that --out can be written,
+    that the example image exists and decodes — so a bad input writes nothing; only then does any model run,
+    and the page is the one file written (atomically, at the end)."""
+    from ..runs import Run, report_path
+    from .inputs import load_image
 
     cfg.validate()
     run = Run.open(cfg.run)
     if cfg.weights != "final":  # asked for by name: it must exist (the final weights of a run still training
         run.resolve_weights(cfg.weights)  # may not yet; the page then says so)
-    return build_report(run, evaluation, weights=cfg.weights, image=cfg.image, out=cfg.out)
+    check_report_out(cfg.out if cfg.out else report_path(run.path))
+    try:
+        run.resolve_weights(cfg.weights)
+    except CnnlabError:  # not written yet (a run still training): the page says so
+        pass
+    else:
+        run.model(cfg.weights)  # weights that exist must load: a damaged file is one line, not a note on the page
+    dataset = None
+    if IMAGE_SPEC.fullmatch(cfg.image) and not Path(cfg.image).is_file():
+        try:
+            dataset = run.dataset()
+        except CnnlabError:  # the run's data cannot be read: the page says so in each section that needs it
+            dataset = None
+    if dataset is not None or Path(cfg.image).is_file():
+        load_image(run, cfg.image, dataset)  # a wrong index or an undecodable file: one line, nothing written
+    return build_report(run, evaluation, evaluate=evaluate, weights=cfg.weights, image=cfg.image, out=cfg.out,
+                        dataset=dataset)
