@@ -215,7 +215,11 @@ def check_trainable(cfg: TrainConfig, dataset) -> None:
         return
     slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2, "adamw": 2}.get(cfg.optimizer, 2)
     weights = state_bytes(model) * (2 + slots + int(cfg.ema))
-    batch = min(cfg.batch_size, len(dataset.train))  # a batch is never larger than the training split
+    from .optim import default_batch_size
+
+    # --batch-size unset: the size training will choose from the data (experiments and sweeps check here first)
+    chosen = cfg.batch_size if cfg.batch_size is not None else default_batch_size(len(dataset.train))
+    batch = min(chosen, len(dataset.train))  # a batch is never larger than the training split
     activations = activation_elements(model, (c, h, w)) * 4 * 2 * batch
     check_memory(weights + activations, f"training {short_text(cfg.model)!r} on {c}x{h}x{w} images in batches "
                                         f"of {short_int(batch)}")
