@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -90,10 +91,14 @@ def assert_refused(proc: subprocess.CompletedProcess, command: str, needles) -> 
     return lines[0]
 
 
-def run_case(case: Case, tmp_path: Path) -> str:
-    """Write the case's input, run it, check the refusal and that nothing changed or ran; the error line."""
+def run_case(case: Case, tmp_path: Path, base: Path | None = None) -> str:
+    """Write the case's input (into a copy of `base`, a prepared folder, when given), run it, check the refusal
+    and that nothing changed or ran; the error line."""
     d = tmp_path / "case"
-    d.mkdir()
+    if base is None:
+        d.mkdir()
+    else:
+        shutil.copytree(base, d, symlinks=True)
     case.make(d)
     before = snapshot(d)
     argv = [a.replace("{d}", str(d)) for a in case.argv]

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from test_bad_inputs import Case, Evil, assert_refused, cnnlab, marker_of, params, snapshot
+from test_bad_inputs import Case, Evil, cnnlab, marker_of, params, run_case
 
 NET = "conv3-4 > relu > fc10"
 
@@ -47,16 +47,7 @@ def finished_root(tmp_path_factory):
 
 def run_copied_case(case: Case, tmp_path: Path, base: Path) -> str:
     """run_case on a copy of `base`: copy, damage, snapshot, run, and check the refusal and the snapshot."""
-    d = tmp_path / "case"
-    shutil.copytree(base, d, symlinks=True)
-    case.make(d)
-    before = snapshot(d)
-    argv = [a.replace("{d}", str(d)) for a in case.argv]
-    proc = cnnlab(*argv, cwd=d)
-    line = assert_refused(proc, argv[0], [n.replace("{d}", str(d)) for n in case.needles])
-    assert snapshot(d) == before, "the refused command wrote into the case folder"
-    assert not marker_of(d).exists(), "a payload in the bad input was executed"
-    return line
+    return run_case(case, tmp_path, base)
 
 
 # --- writers of bad inputs -------------------------------------------------------------------------------------

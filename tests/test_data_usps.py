@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import bz2
 import hashlib
-import http.server
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from local_http import serve
 
 from cnnlab.data import load_dataset
 from cnnlab.data.libsvm import read_libsvm, read_usps
@@ -42,33 +42,10 @@ def _digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return g.integers(0, 256, (n, 16, 16), dtype=np.uint8), np.arange(n) % 10
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    log: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        path = self.path.lstrip("/")
-        self.log.append(path)
-        if path not in self.files:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.files[path])))
-        self.end_headers()
-        self.wfile.write(self.files[path])
-
-
 @pytest.fixture
 def server():
-    _Handler.files, _Handler.log = {}, []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", _Handler
-    httpd.shutdown()
-    httpd.server_close()
+    with serve() as served:
+        yield served
 
 
 def test_libsvm_sparse_lines_comments_and_tabs(tmp_path):

@@ -7,50 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
-import threading
 
 import pytest
 import torch
+from local_http import serve
 from torchvision_layouts import random_state, resnet_layout
 
 from cnnlab.cli import main
 from cnnlab.transfer import catalogue
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    log: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        path = self.path.lstrip("/")
-        self.log.append(path)
-        if path not in self.files:
-            self.send_error(404)
-            return
-        body = self.files[path]
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    _Handler.files, _Handler.log = {}, []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}/"
-    monkeypatch.setenv("CNNLAB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv(catalogue.MIRROR_ENV, base + "models/")
-    yield base, _Handler
-    httpd.shutdown()
-    httpd.server_close()
+    with serve() as (base, handler):
+        monkeypatch.setenv("CNNLAB_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv(catalogue.MIRROR_ENV, base + "models/")
+        yield base, handler
 
 
 def _torch_bytes(state) -> bytes:
