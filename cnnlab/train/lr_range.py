@@ -172,7 +172,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     """Range test for the model/data/optimizer a TrainConfig describes (single process)."""
     from ..data import BatchLoader
     from .distributed import DistInfo
-    from .optim import build_optimizer
+    from .optim import build_optimizer, resolve_batch_size
     from .run import (build, build_augment, check_classes, check_trainable, fit_input, load_data, resolve_device,
                       set_threads)
 
@@ -190,10 +190,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     check_classes(cfg, dataset)
     cfg, _ = fit_input(cfg, dataset)  # the same padding/resizing training would apply
     dataset = load_data(cfg)
-    if cfg.batch_size is None:  # the batch size training would use
-        from .optim import default_batch_size
-
-        cfg = cfg.replace(batch_size=default_batch_size(len(dataset.train)))
+    cfg = resolve_batch_size(cfg, len(dataset.train))  # the batch size training would use
     check_trainable(cfg, dataset)
     model = build(cfg, dataset).to(device)
     if cfg.channels_last:

@@ -216,3 +216,11 @@ def default_batch_size(train_images: int, world_size: int = 1) -> int:
         if per_process >= batch * MIN_STEPS_PER_EPOCH:
             return batch
     return BATCH_CHOICES[-1]
+
+
+def resolve_batch_size(cfg, train_images: int, world_size: int = 1):
+    """`cfg` (a TrainConfig) with --batch-size's default (None) replaced by the size chosen from the data, as
+    a number (saved so that a resumed run keeps it); `cfg` itself when a size was given."""
+    if cfg.batch_size is not None:
+        return cfg
+    return cfg.replace(batch_size=default_batch_size(train_images, world_size))

@@ -215,11 +215,10 @@ def check_trainable(cfg: TrainConfig, dataset) -> None:
         return
     slots = {"sgd": 1 if cfg.momentum else 0, "adam": 2, "adamw": 2}.get(cfg.optimizer, 2)
     weights = state_bytes(model) * (2 + slots + int(cfg.ema))
-    from .optim import default_batch_size
+    from .optim import resolve_batch_size
 
-    # --batch-size unset: the size training will choose from the data (experiments and sweeps check here first)
-    chosen = cfg.batch_size if cfg.batch_size is not None else default_batch_size(len(dataset.train))
-    batch = min(chosen, len(dataset.train))  # a batch is never larger than the training split
+    # --batch-size unset: the size training will choose (experiments' and sweeps' preflight checks before that)
+    batch = min(resolve_batch_size(cfg, len(dataset.train)).batch_size, len(dataset.train))  # never above the split
     activations = activation_elements(model, (c, h, w)) * 4 * 2 * batch
     check_memory(weights + activations, f"training {short_text(cfg.model)!r} on {c}x{h}x{w} images in batches "
                                         f"of {short_int(batch)}")
@@ -313,10 +312,9 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                 _note(note)
             cfg = fitted
             dataset = load_data(cfg)
-    if cfg.batch_size is None:  # by the data (saved as a number: a resumed run keeps it)
-        from .optim import default_batch_size
+    from .optim import resolve_batch_size
 
-        cfg = cfg.replace(batch_size=default_batch_size(len(dataset.train), dist.world_size))
+    cfg = resolve_batch_size(cfg, len(dataset.train), dist.world_size)  # --batch-size by the data, unless given
     check_trainable(cfg, dataset)
     transfer: dict = {}
     model = build(cfg, dataset, init=init or False, report=transfer, notes=dist.is_main).to(device)
