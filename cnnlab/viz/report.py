@@ -206,22 +206,23 @@ def example_section(run, model, image_spec: str, dataset=None) -> dict:
 # --- the page ---------------------------------------------------------------------------------------------------
 
 def report_html(run, evaluation=None, *, evaluate: Callable | None = None, weights: str = "final",
-                image: str = "test:0", dataset=None) -> str:
+                image: str = "test:0", dataset=None, model=None) -> str:
     """The page's HTML for an opened run (see the module docstring). `evaluate(run, weights=, dataset=)` →
-    an EvalReport-shaped object (cnnlab.eval.evaluate_run) is called when no `evaluation` is given."""
+    an EvalReport-shaped object (cnnlab.eval.evaluate_run) is called when no `evaluation` is given. `model`:
+    the run's `weights` already loaded (else they are loaded here when a section needs them)."""
     import jinja2
 
     from .. import __version__
     from .report_eval import evaluation_section
 
-    loaded: dict = {}
+    loaded: dict = {} if model is None else {"model": model}
 
     def data():  # the run's dataset, read once for the evaluation and the example (a failure: a note each)
         if "dataset" not in loaded:
             loaded["dataset"] = run.dataset() if dataset is None else dataset
         return loaded["dataset"]
 
-    def model():
+    def run_model():
         if "model" not in loaded:
             loaded["model"] = run.model(weights)
         return loaded["model"]
@@ -238,9 +239,9 @@ def report_html(run, evaluation=None, *, evaluate: Callable | None = None, weigh
         ev.notes.append("No evaluation is included on this page (no evaluation was passed to the report "
                         "builder).")
     sections.append(ev)
-    sections.append(_attempt(Section("filters", "First-layer filters"), lambda: filters_section(run, model())))
+    sections.append(_attempt(Section("filters", "First-layer filters"), lambda: filters_section(run, run_model())))
     sections.append(_attempt(Section("example", "Grad-CAM and occlusion"),
-                             lambda: example_section(run, model(), image, data())))
+                             lambda: example_section(run, run_model(), image, data())))
     env = jinja2.Environment(loader=jinja2.PackageLoader("cnnlab.viz", "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     cfg = run.config
@@ -269,7 +270,7 @@ def check_report_out(path: str | Path) -> Path:
 
 
 def build_report(run, evaluation=None, *, evaluate: Callable | None = None, weights: str = "final",
-                 image: str = "test:0", out: str | Path | None = None, dataset=None) -> Path:
+                 image: str = "test:0", out: str | Path | None = None, dataset=None, model=None) -> Path:
     """Write the report of `run` (a Run or a run directory) to `out` (default RUN/report.html), atomically;
     returns the path. `evaluation` (an EvalReport-shaped object) or `evaluate` (cnnlab.eval.evaluate_run)
     fills the evaluation section; with neither, the page says that no evaluation is included."""
@@ -278,7 +279,8 @@ def build_report(run, evaluation=None, *, evaluate: Callable | None = None, weig
 
     run = run if isinstance(run, Run) else Run.open(run)
     path = check_report_out(out if out else report_path(run.path))
-    html = report_html(run, evaluation, evaluate=evaluate, weights=weights, image=image, dataset=dataset)
+    html = report_html(run, evaluation, evaluate=evaluate, weights=weights, image=image, dataset=dataset,
+                       model=model)
     try:
         write_text_atomic(path, html)
     except OSError as exc:
@@ -296,15 +298,16 @@ def write_report(cfg, evaluation=None, *, evaluate: Callable | None = None) -> P
 
     cfg.validate()
     run = Run.open(cfg.run)
-    if cfg.weights != "final":  # asked for by name: it must exist (the final weights of a run still training
-        run.resolve_weights(cfg.weights)  # may not yet; the page then says so)
-    check_report_out(cfg.out if cfg.out else report_path(run.path))
     try:
         run.resolve_weights(cfg.weights)
-    except CnnlabError:  # not written yet (a run still training): the page says so
-        pass
-    else:
-        run.model(cfg.weights)  # weights that exist must load: a damaged file is one line, not a note on the page
+        exist = True
+    except CnnlabError:
+        if cfg.weights != "final":  # asked for by name: it must exist
+            raise
+        exist = False  # the final weights of a run still training may not be written yet: the page says so
+    check_report_out(cfg.out if cfg.out else report_path(run.path))
+    # Weights that exist must load: a damaged file is one line, not a note on the page; the page reuses them.
+    model = run.model(cfg.weights) if exist else None
     dataset = None
     if IMAGE_SPEC.fullmatch(cfg.image) and not Path(cfg.image).is_file():
         try:
@@ -314,4 +317,4 @@ def write_report(cfg, evaluation=None, *, evaluate: Callable | None = None) -> P
     if dataset is not None or Path(cfg.image).is_file():
         load_image(run, cfg.image, dataset)  # a wrong index or an undecodable file: one line, nothing written
     return build_report(run, evaluation, evaluate=evaluate, weights=cfg.weights, image=cfg.image, out=cfg.out,
-                        dataset=dataset)
+                        dataset=dataset, model=model)
