@@ -3,6 +3,7 @@ canonical and a small input, the lectures' per-layer AlexNet counts, torchvision
 dicts, geometry errors before any forward, the ConvNet interface and `cnnlab models`."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -268,3 +269,20 @@ def test_cli_models_unknown_family(capsys):
     assert main(["models", "--family", "transformers"]) == 2
     err = capsys.readouterr().err
     assert "unknown family 'transformers'" in err and "vgg" in err
+
+
+@pytest.mark.parametrize("name, size", [("vgg11", 32), ("vgg11_bn", 32), ("alexnet", 67)])
+def test_fc_classifiers_start_near_uniform_predictions(name, size):
+    # A K-class net that starts without a preference has a first cross-entropy of ln K (2.30 for 10
+    # classes); a small last FC keeps it within a factor of two. He's fan_out rule on the last FC (std sqrt(2/10)) gave VGG-11-BN logits with std ~26 on
+    # these inputs and a first loss of ~40, and the digits run at the default rate never left chance.
+    torch.manual_seed(0)
+    model = _build(name, input_size=size, num_classes=10)
+    *hidden, last = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert last.weight.std().item() == pytest.approx(0.01, rel=0.05)   # torchvision VGG's N(0, 0.01)
+    for fc in hidden:                                                   # He et al. 2015 eq. 10: 2 / fan_in
+        assert fc.weight.std().item() == pytest.approx((2 / fc.in_features) ** 0.5, rel=0.05)
+    x = torch.randn(64, 3, size, size)
+    with torch.no_grad():  # train mode: BN normalises by the batch, as in the first step
+        loss = torch.nn.functional.cross_entropy(model.train()(x), torch.randint(0, 10, (64,)))
+    assert loss.item() < 2 * math.log(10)  # was ~40 for VGG-11-BN

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import checked_output_shape, init_weights, make_lrn
+from ..layers import checked_output_shape, init_fc_classifier, init_weights, make_lrn
 from .base import SequentialNet
 from .registry import register_model
 
@@ -43,6 +43,8 @@ class AlexNet(SequentialNet):
             nn.Linear(4096, num_classes))
         self.classifier_name = "classifier.6"
         init_weights(self, init)
+        if init == "kaiming":  # hidden FCs He fan_in, the last N(0, 0.01): see init_fc_classifier
+            init_fc_classifier(self.classifier)
 
 
 @register_model("alexnet", "AlexNet (2012), single tower as the lectures count it: 5 conv + 3 FC on 227x227")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import checked_output_shape, init_weights, make_activation, make_lrn
+from ..layers import checked_output_shape, init_fc_classifier, init_weights, make_activation, make_lrn
 from .base import SequentialNet
 from .registry import register_model
 
@@ -89,6 +89,8 @@ class VGG(SequentialNet):
             nn.Linear(4096, num_classes))
         # One stage per resolution: each ends at its max-pool.
         init_weights(self, init)
+        if init == "kaiming":  # hidden FCs He fan_in, the last N(0, 0.01): see init_fc_classifier
+            init_fc_classifier(self.classifier)
 
 
 def _vgg(cfg: str, batch_norm: bool, num_classes, in_channels, input_size, *, act: str = "relu",
