@@ -45,19 +45,25 @@ def measure(mode: Mode, device: str, amp: str, rounds: int, n_train: int) -> dic
     from cnnlab.errors import CnnlabWarning
     from cnnlab.models import build_model
     from cnnlab.train import TrainConfig, train
+    from cnnlab.train.config import resolve_channels_last
     from cnnlab.train.optim import default_lr
 
     cfg = TrainConfig()
     dev = torch.device(device)
+    # the memory format cnnlab picks by default here, for both sides: this compares loops, not layouts
+    layout = torch.channels_last if resolve_channels_last(cfg.replace(amp=amp), dev.type).channels_last \
+        else torch.contiguous_format
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
         data = _synthetic_npz(Path(tmp), n_train)
         ds = load_dataset(str(data), seed=cfg.seed)
         mean, std = ds.channel_stats()
         x = ((ds.train.images.float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).to(dev)
+        x = x.contiguous(memory_format=layout)
         y = ds.train.labels.to(dev)
         torch.manual_seed(0)
         bare = build_model("lenet5", num_classes=10, in_channels=1, input_size=(32, 32)).to(dev)
+        bare = bare.to(memory_format=layout)
         # cnnlab's optimizer for LeNet-5 (SGD + Nesterov, weight decay on weights only: LeNet's biases
         # are few) and its loss with label smoothing: the bare loop does the same arithmetic per step.
         lr = default_lr(bare, BATCH) if isinstance(cfg.lr, str) else cfg.lr  # --lr by-model's for LeNet-5
@@ -99,7 +105,7 @@ def measure(mode: Mode, device: str, amp: str, rounds: int, n_train: int) -> dic
     ours = [r["images_per_s"] for r in result.history][1:]  # the first pair is the warm-up
     theirs = bare_rates[1:]
     cnnlab_stats, bare_stats = Stats.of(ours), Stats.of(theirs)
-    return {"device": device, "amp": amp, "batch": BATCH, "train_images": len(y), "rounds": rounds,
+    return {"device": device, "amp": amp, "channels_last": layout is torch.channels_last, "batch": BATCH, "train_images": len(y), "rounds": rounds,
             "cnnlab_images_per_s": cnnlab_stats.to_dict(1), "bare_images_per_s": bare_stats.to_dict(1),
             "ratio": paired_ratio(cnnlab_stats, bare_stats).to_dict(3)}
 
@@ -116,7 +122,8 @@ def run(mode: Mode) -> Result:
     rows, checks = [], []
     for key, f in figures.items():
         ratio = Stats(**{k: f["ratio"][k] for k in ("median", "low", "high", "samples")})
-        where = f"{f.get('device_name', 'CPU')}, {'bf16 autocast' if f['amp'] == 'bf16' else 'fp32'}"
+        where = (f"{f.get('device_name', 'CPU')}, {'bf16 autocast' if f['amp'] == 'bf16' else 'fp32'}"
+                 f"{', channels-last' if f.get('channels_last') else ''}")
         rows.append((f"training throughput, LeNet-5, batch {f['batch']}, {where}: cnnlab vs bare loop over "
                      f"pre-loaded tensors ({f['train_images']:,} images, {f['rounds']} alternating epochs)",
                      f"{f['cnnlab_images_per_s']['median']:,.0f} vs {f['bare_images_per_s']['median']:,.0f} "

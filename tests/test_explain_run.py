@@ -173,15 +173,20 @@ def test_tiles_are_each_stages_feature_maps(pages, kind, channels):
         codes, lo, hi = _indices(full)
         assert (stage["scale"]["lo"], stage["scale"]["hi"]) == pytest.approx((lo, hi), rel=1e-5, abs=1e-6)
         pal = (colormaps[stage["scale"]["palette"]](np.linspace(0, 1, 256))[:, :3] * 255).round()
+        same = []
         for k, tile in enumerate(stage["tiles"]):
             img = decode_png(tile["uri"])
             assert img.mode == "P" and img.size == (full.shape[2], full.shape[1])  # no downsampling at this size
             got = np.asarray(img)
-            assert np.abs(got.astype(int) - codes[k]).max() <= 1 and (got == codes[k]).mean() > 0.95
+            assert np.abs(got.astype(int) - codes[k]).max() <= 1
+            same.append(got == codes[k])
             assert np.array_equal(np.array(img.getpalette()[:768]).reshape(256, 3), pal)
             ch = full[k]
             top = float(full[:64].abs().max())
             assert tile["stats"] == pytest.approx([ch.min().item(), ch.max().item(), ch.mean().item()], abs=top * 5e-3)
+        # a value on a rounding boundary may land one index off (the page's batch and ours differ in the last
+        # bit); over the stage's tiles, not per tile: ResNet's last stage has 2x2 tiles, where one pixel is 25 %
+        assert np.concatenate([t.ravel() for t in same]).mean() > 0.95
 
 
 def test_kernels_are_those_of_the_convolution_that_made_the_channel(pages):

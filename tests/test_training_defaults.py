@@ -8,11 +8,13 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 import yaml
 
 from cnnlab.errors import CnnlabWarning
 from cnnlab.models import build_model
 from cnnlab.train import TrainConfig, train
+from cnnlab.train.config import resolve_channels_last
 from cnnlab.train.optim import LR_HIGH, LR_LOW, default_batch_size, default_lr
 
 RELU_MAX = {"act": "relu", "pool": "max"}
@@ -55,6 +57,28 @@ def test_by_model_trains_the_relu_lenet_that_the_high_rate_leaves_at_chance(tmp_
     assert ours.test_accuracy > 0.8 and not any("chance level" in n for n in notes)
     saved = yaml.safe_load((tmp_path / "default" / "config.yaml").read_text())
     assert saved["lr"] == LR_LOW and saved["batch_size"] == 32  # numbers, so a resumed run keeps them
+    assert saved["channels_last"] is True  # CPU training: channels-last unless --no-channels-last
+
+
+def test_channels_last_follows_the_device_and_amp():
+    cfg = TrainConfig()
+    assert [resolve_channels_last(cfg, d).channels_last for d in ("cpu", "cuda")] == [True, False]
+    assert resolve_channels_last(cfg.replace(amp="bf16"), "cuda").channels_last is True
+    assert resolve_channels_last(cfg.replace(channels_last=False), "cpu").channels_last is False
+
+
+def test_a_default_cpu_run_trains_in_channels_last(tmp_path):
+    seen = []
+
+    def look(trainer, *args) -> None:
+        # conv2's 16x6x5x5 kernel: with one input channel (conv1) both layouts have the same strides
+        kernel = next(p for p in trainer.model.parameters() if p.ndim == 4 and p.shape[1] > 1)
+        seen.append(kernel.is_contiguous(memory_format=torch.channels_last))
+
+    for flag, expected in ((None, True), (False, False)):
+        train(model="lenet5", epochs=1, threads=1, quiet=True, limit_per_class=5, channels_last=flag,
+              out=str(tmp_path / str(flag)), hooks={"epoch_end": [look]})
+        assert seen[-1] is expected
 
 
 @pytest.mark.parametrize("images, world, expected", [

@@ -21,7 +21,10 @@ from cnnlab.transfer.features import extract_features
 from cnnlab.transfer.probe import fit_probe
 
 NET = "conv3-32 > bn > relu > maxpool2 > conv3-64 > bn > relu > maxpool2 > conv3-128 > bn > relu > maxpool2 > fc10"
-COMMON = dict(model=NET, image_size=16, threads=1, quiet=True)
+# The contiguous layout the margins were measured in: channels-last (the CPU default since) changes only
+# rounding, yet moved them to +1.1 / +2.9 / -0.1 (fine-tuning) and +0.9 / +0.5 / -2.1 (probe) points, so the
+# per-seed margins are about as large as the last-bit noise of 20-epoch training on 100 images.
+COMMON = dict(model=NET, image_size=16, threads=1, quiet=True, channels_last=False)
 FT_MARGIN, PROBE_MARGIN = 0.015, 0.01
 
 

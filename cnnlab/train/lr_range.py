@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .config import TrainConfig
+from .config import TrainConfig, resolve_channels_last
 
 
 @dataclass
@@ -191,6 +191,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     cfg, _ = fit_input(cfg, dataset)  # the same padding/resizing training would apply
     dataset = load_data(cfg)
     cfg = resolve_batch_size(cfg, len(dataset.train))  # the batch size training would use
+    cfg = resolve_channels_last(cfg, device.type)  # and its memory format
     check_trainable(cfg, dataset)
     model = build(cfg, dataset).to(device)
     if cfg.channels_last:

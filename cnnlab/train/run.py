@@ -21,7 +21,7 @@ from ..errors import CnnlabError, ConfigError
 from ..utils.io import DISK_FULL
 from . import checkpoint as ckpt
 from . import distributed
-from .config import TrainConfig
+from .config import TrainConfig, resolve_channels_last
 from .trainer import Trainer
 
 
@@ -315,6 +315,7 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
     from .optim import resolve_batch_size
 
     cfg = resolve_batch_size(cfg, len(dataset.train), dist.world_size)  # --batch-size by the data, unless given
+    cfg = resolve_channels_last(cfg, device.type)  # on for CPU unless --no-channels-last
     check_trainable(cfg, dataset)
     transfer: dict = {}
     model = build(cfg, dataset, init=init or False, report=transfer, notes=dist.is_main).to(device)
