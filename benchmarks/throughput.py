@@ -105,7 +105,8 @@ def measure(mode: Mode, device: str, amp: str, rounds: int, n_train: int) -> dic
     ours = [r["images_per_s"] for r in result.history][1:]  # the first pair is the warm-up
     theirs = bare_rates[1:]
     cnnlab_stats, bare_stats = Stats.of(ours), Stats.of(theirs)
-    return {"device": device, "amp": amp, "channels_last": layout is torch.channels_last, "batch": BATCH, "train_images": len(y), "rounds": rounds,
+    return {"device": device, "amp": amp, "channels_last": layout is torch.channels_last,
+            "batch": BATCH, "train_images": len(y), "rounds": rounds,
             "cnnlab_images_per_s": cnnlab_stats.to_dict(1), "bare_images_per_s": bare_stats.to_dict(1),
             "ratio": paired_ratio(cnnlab_stats, bare_stats).to_dict(3)}
 

@@ -274,8 +274,9 @@ def test_cli_models_unknown_family(capsys):
 @pytest.mark.parametrize("name, size", [("vgg11", 32), ("vgg11_bn", 32), ("alexnet", 67)])
 def test_fc_classifiers_start_near_uniform_predictions(name, size):
     # A K-class net that starts without a preference has a first cross-entropy of ln K (2.30 for 10
-    # classes); a small last FC keeps it within a factor of two. He's fan_out rule on the last FC (std sqrt(2/10)) gave VGG-11-BN logits with std ~26 on
-    # these inputs and a first loss of ~40, and the digits run at the default rate never left chance.
+    # classes); a small last FC keeps it within a factor of two. He's fan_out rule on the last FC (std
+    # sqrt(2/10)) gave VGG-11-BN logits with std ~26 on these inputs and a first loss of ~40, and the
+    # digits run at the default rate never left chance.
     torch.manual_seed(0)
     model = _build(name, input_size=size, num_classes=10)
     *hidden, last = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
