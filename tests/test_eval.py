@@ -253,3 +253,20 @@ def test_cli_bad_inputs_are_one_line(digits_run, abc_runs, tmp_path):
     run_abc, _ = abc_runs
     assert_one_line_error(cnnlab("eval", digits_run.path, "--ensemble", run_abc.path), "classes", "differ")
     assert_one_line_error(cnnlab("eval", tmp_path / "nowhere"), "no such run directory")
+
+
+def test_fuse_bn_gives_the_unfused_predictions_through_fewer_layers(tmp_path):
+    # A BN net trained 2 epochs: its BNs have real running statistics to fold. PyTorch's own BatchNorm2d
+    # (the unfused run) is the oracle; the fused evaluation must agree image by image.
+    net = "conv3-8 > bn > relu > maxpool2 > conv3-16 > bn > relu > maxpool2 > fc10"
+    train(**QUICK, model=net, image_size=16, out=str(tmp_path / "bn"))
+    run = Run.open(tmp_path / "bn")
+    plain, fused = evaluate_run(run), evaluate_run(run, fuse_bn=True)
+    assert plain.top1 > 0.8  # a trained net, so agreement is not two chance-level guesses
+    assert fused.top1 == plain.top1 and np.array_equal(fused.confusion, plain.confusion)
+    assert fused.loss == pytest.approx(plain.loss, abs=1e-5)
+    assert "--fuse-bn folded 2 BatchNorm layer(s)" in " ".join(fused.notes)
+    assert not any("fuse-bn" in n for n in plain.notes)
+    proc = cnnlab("eval", tmp_path / "bn", "--fuse-bn", "--format", "json", "--out", tmp_path / "e")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["top1"] == plain.top1

@@ -7,6 +7,7 @@ EPILOG = """examples:
   cnnlab eval runs/lenet5-digits --tta 10crop --format json
   cnnlab eval runs/a --ensemble runs/b runs/c            probabilities of three runs averaged
   cnnlab eval runs/snapshot-run --weights snapshots      the run's snapshots averaged
+  cnnlab eval runs/resnet18-digits --fuse-bn             BatchNorm folded into the convs first (faster)
   cnnlab eval runs/lenet5-digits --data shared/data/usps.npz   other data, classes matched by name"""
 
 
@@ -31,6 +32,8 @@ def add_parser(sub):
                                                  "(probabilities averaged over the views)")
     p.add_argument("--ensemble", nargs="+", metavar="RUN_DIR", help="more runs whose probabilities are averaged "
                                                                    "with RUN_DIR's (same class list)")
+    p.add_argument("--fuse-bn", action="store_true", help="fold each BatchNorm into the conv/linear layer before "
+                   "it first: the same predictions up to float rounding, faster on CPU")
     p.add_argument("--out", metavar="DIR", help="where the CSV/PNG/JSON files go (default RUN_DIR/eval/<what>)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device (default cpu)")
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -46,6 +49,6 @@ def _run(args) -> int:
     run = Run.open(args.run)
     out = args.out or eval_dir(run.path, args.split, args.weights, tta, bool(args.ensemble), args.data)
     report = evaluate_run(run, split=args.split, weights=args.weights, data=args.data, tta=tta,
-                          ensemble=args.ensemble, out_dir=out, device=args.device)
+                          ensemble=args.ensemble, out_dir=out, device=args.device, fuse_bn=args.fuse_bn)
     print(render_report(report, args.format), end="")
     return 0

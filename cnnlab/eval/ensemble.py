@@ -37,6 +37,7 @@ class Member:
     model: "nn.Module"
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    notes: tuple[str, ...] = ()  # what loading did to the model, e.g. the BNs left unfolded by fuse_bn
 
 
 def open_run(run: Run | str | Path) -> Run:
@@ -79,12 +80,21 @@ def member_specs(run: Run, weights: str = "final", ensemble: list | None = None)
     return specs
 
 
-def load_members(specs: list[MemberSpec], device: str = "cpu") -> list[Member]:
-    """Build each member's model with its weights, in eval mode."""
+def load_members(specs: list[MemberSpec], device: str = "cpu", fuse_bn: bool = False) -> list[Member]:
+    """Build each member's model with its weights, in eval mode; with `fuse_bn`, every BatchNorm that
+    follows a conv or linear layer folded into it (the same function at test time, fewer layers to run)."""
+    from .fuse import fold_batchnorm
+
     members = []
     for spec in specs:
         pre = spec.run.preprocess
-        members.append(Member(spec.name, spec.run.model(spec.weights, device=device), pre.mean, pre.std))
+        model, notes = spec.run.model(spec.weights, device=device), ()
+        if fuse_bn:
+            folded = fold_batchnorm(model, inplace=True)
+            model = folded.model
+            notes = (f"{spec.name}: --fuse-bn folded {len(folded.folded)} BatchNorm layer(s) into the conv/linear "
+                     f"layer before each", *(f"{spec.name}: {n}" for n in folded.notes))
+        members.append(Member(spec.name, model, pre.mean, pre.std, notes))
     return members
 
 

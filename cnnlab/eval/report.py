@@ -79,14 +79,15 @@ class EvalReport:
 
 def evaluate_run(run: Run | str | Path, *, split: str = "test", weights: str = "final", data: str | None = None,
                  tta: str | None = None, ensemble: list[Run | str] | None = None, out_dir: Path | None = None,
-                 device: str = "cpu", dataset=None) -> EvalReport:
+                 device: str = "cpu", dataset=None, fuse_bn: bool = False) -> EvalReport:
     """Evaluate `run`'s `weights` (final | best | raw | ema | snapshot:K | snapshots = all snapshots
     averaged) on `split` (train | val | test | all) of its own data or of `data`, with test-time
     augmentation `tta` (flip | 5crop | 10crop | multiscale) and the runs of `ensemble` averaged in.
     Everything the user gave is checked before any model runs. With `out_dir`, the confusion matrix (CSV
     and PNG), the most confidently wrong images, the reliability diagram and report.json are written
     there (atomically). `dataset`: the run's own dataset when the caller has already loaded it (run.dataset()),
-    so that it is not read twice."""
+    so that it is not read twice. `fuse_bn`: fold each BatchNorm into the conv/linear layer before it first
+    (faster; the same predictions up to float rounding)."""
     import torch
 
     from ..runs import check_writable
@@ -111,13 +112,13 @@ def evaluate_run(run: Run | str | Path, *, split: str = "test", weights: str = "
     evaluation = load_eval_data(run, data, data_split, dataset=dataset)
     if len(evaluation.split) == 0:
         raise ConfigError(f"{evaluation.source}: no images to evaluate")
-    members = load_members(specs, device)
+    members = load_members(specs, device, fuse_bn=fuse_bn)
     batch = run.config.eval_batch_size
     log_probs, member_preds = predict_split(members, evaluation.split, tta=tta, batch_size=batch, device=device)
     labels = evaluation.split.labels
     classes = run.classes
     k = len(classes)
-    notes = list(evaluation.notes)
+    notes = list(evaluation.notes) + [n for m in members for n in m.notes]
     top5_k = min(5, k)
     if top5_k < 5:
         notes.append(f"top-5 is capped at top-{top5_k}: the run has only {k} classes (so it is 100% by definition)")
