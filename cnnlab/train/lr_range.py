@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .config import TrainConfig, resolve_channels_last
+from .config import TrainConfig
 
 
 @dataclass
@@ -172,9 +172,9 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     """Range test for the model/data/optimizer a TrainConfig describes (single process)."""
     from ..data import BatchLoader
     from .distributed import DistInfo
-    from .optim import build_optimizer, resolve_batch_size
-    from .run import (build, build_augment, check_classes, check_trainable, fit_input, load_data, resolve_device,
-                      set_threads)
+    from .optim import build_optimizer
+    from .run import (build, build_augment, check_classes, fit_input, load_data, resolve_device,
+                      resolve_start_defaults, set_threads)
 
     cfg = TrainConfig.resolve(config, overrides, "lr_find()")
     check_range(start_lr, end_lr, steps)  # before any data is loaded
@@ -190,9 +190,7 @@ def lr_find(config: TrainConfig | dict | None = None, *, start_lr: float = 1e-7,
     check_classes(cfg, dataset)
     cfg, _ = fit_input(cfg, dataset)  # the same padding/resizing training would apply
     dataset = load_data(cfg)
-    cfg = resolve_batch_size(cfg, len(dataset.train))  # the batch size training would use
-    cfg = resolve_channels_last(cfg, device.type)  # and its memory format
-    check_trainable(cfg, dataset)
+    cfg = resolve_start_defaults(cfg, dataset, device)  # the batch size and memory format training would use
     model = build(cfg, dataset).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

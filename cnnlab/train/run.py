@@ -200,6 +200,18 @@ def check_classes(cfg: TrainConfig, dataset) -> None:
                         f"at least 2 classes")
 
 
+def resolve_start_defaults(cfg: TrainConfig, dataset, device: torch.device, world_size: int = 1) -> TrainConfig:
+    """`cfg` with the defaults that are chosen when a run starts made values: --batch-size by the data,
+    --channels-last by the device; then checked to fit in memory. Training and lr-find both take this, so
+    the range test runs what training would."""
+    from .optim import resolve_batch_size
+
+    cfg = resolve_batch_size(cfg, len(dataset.train), world_size)
+    cfg = resolve_channels_last(cfg, device.type)
+    check_trainable(cfg, dataset)
+    return cfg
+
+
 def check_trainable(cfg: TrainConfig, dataset) -> None:
     """Refuse what cannot train, before the model is built for real or a run directory exists: data with a
     single class, and a model whose training state (weights, gradients, optimizer slots, EMA copy and one
@@ -312,11 +324,7 @@ def _train(cfg: TrainConfig, dist, device, run, hooks, wall: float) -> TrainResu
                 _note(note)
             cfg = fitted
             dataset = load_data(cfg)
-    from .optim import resolve_batch_size
-
-    cfg = resolve_batch_size(cfg, len(dataset.train), dist.world_size)  # --batch-size by the data, unless given
-    cfg = resolve_channels_last(cfg, device.type)  # on for CPU unless --no-channels-last
-    check_trainable(cfg, dataset)
+    cfg = resolve_start_defaults(cfg, dataset, device, dist.world_size)
     transfer: dict = {}
     model = build(cfg, dataset, init=init or False, report=transfer, notes=dist.is_main).to(device)
     if cfg.channels_last:
